@@ -1,0 +1,215 @@
+// pybind11 bindings: array unpacking, GIL release, exception mapping. No logic.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "../src/kernels.h"
+#include "sparsenet/sparsenet.h"
+
+namespace py = pybind11;
+using namespace sparsenet;
+
+namespace {
+
+using Int64Array = py::array_t<int64_t, py::array::c_style>;
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+Backend parse_backend(const std::string& s) {
+  if (s == "sparse") return Backend::kSparse;
+  if (s == "dense") return Backend::kDense;
+  if (s == "auto") return Backend::kAuto;
+  throw FormatError("backend must be 'auto', 'sparse' or 'dense', got '" + s + "'");
+}
+
+Isa parse_isa(const std::string& s) {
+  if (s == "scalar") return Isa::kScalar;
+  if (s == "avx2") return Isa::kAvx2;
+  throw FormatError("isa must be 'scalar' or 'avx2', got '" + s + "'");
+}
+
+CsrMatrix make_csr(const std::string& context, int64_t rows, int64_t cols, const Int64Array& indptr,
+                   const Int64Array& indices, const FloatArray& values) {
+  if (indptr.ndim() != 1 || indices.ndim() != 1 || values.ndim() != 1)
+    throw WeightError(context + ": indptr, indices and data must be 1-D arrays");
+  if (indptr.size() == 0) throw WeightError(context + ": indptr is empty");
+  return CsrMatrix::from_arrays(context, rows, cols, indptr.data(), indptr.size(), indices.data(),
+                                indices.size(), values.data(), values.size());
+}
+
+std::vector<float> to_vector(const std::optional<FloatArray>& a) {
+  if (!a) return {};
+  return std::vector<float>(a->data(), a->data() + a->size());
+}
+
+template <typename Index>
+void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x, size_t ldx,
+                    size_t n, Epilogue ep, size_t rb, size_t re, size_t cb, size_t ce, float* y,
+                    bool as_vector) {
+  std::vector<Index> idx(m.nnz());
+  for (size_t k = 0; k < m.nnz(); ++k)
+    idx[k] = static_cast<Index>(m.narrow_indices() ? m.col16()[k] : m.col32()[k]);
+  const CsrRef<Index> ref{m.row_ptr().data(), idx.data(), m.values().data()};
+  if constexpr (sizeof(Index) == 2) {
+    if (as_vector) table.csrmv_u16(ref, x, ep, rb, re, y);
+    else table.csrmm_u16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
+  } else {
+    if (as_vector) table.csrmv_u32(ref, x, ep, rb, re, y);
+    else table.csrmm_u32(ref, x, ldx, ep, rb, re, cb, ce, y, n);
+  }
+}
+
+// Runs one registry kernel directly (for tests and benchmarks): y = epilogue(A x)
+// for x of shape (cols,) [csrmv] or (cols, n) [csrmm], over a row and column range.
+FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
+                          const Int64Array& indptr, const Int64Array& indices,
+                          const FloatArray& values, const FloatArray& x,
+                          const std::optional<FloatArray>& bias, bool relu, int index_bits,
+                          int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
+  const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
+  const bool as_vector = x.ndim() == 1;
+  if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
+    throw ShapeError("x must be (cols,) or (cols, n) with cols = " + std::to_string(cols));
+  const size_t n = as_vector ? 1 : static_cast<size_t>(x.shape(1));
+  if (row_end < 0) row_end = rows;
+  if (col_end < 0) col_end = static_cast<int64_t>(n);
+  if (row_begin < 0 || row_begin > row_end || row_end > rows || col_begin < 0 ||
+      col_begin > col_end || col_end > static_cast<int64_t>(n))
+    throw ShapeError("row or column range out of bounds");
+  if (bias && bias->size() != rows) throw ShapeError("bias must have rows entries");
+  if (index_bits == 16 && cols > 65536) throw ShapeError("16-bit indices need cols <= 65536");
+  if (index_bits != 16 && index_bits != 32) throw ShapeError("index_bits must be 16 or 32");
+  FloatArray y = as_vector ? FloatArray(rows) : FloatArray({rows, static_cast<int64_t>(n)});
+  std::fill(y.mutable_data(), y.mutable_data() + y.size(), -12345.0f);  // untouched marker
+  const KernelTable& table = kernel_table(parse_isa(isa));
+  const Epilogue ep{bias ? bias->data() : nullptr, relu};
+  if (index_bits == 16)
+    run_raw_kernel<uint16_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
+                             y.mutable_data(), as_vector);
+  else
+    run_raw_kernel<uint32_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
+                             y.mutable_data(), as_vector);
+  return y;
+}
+
+FloatArray model_forward(const Model& model, const FloatArray& x) {
+  if (x.ndim() != 2 && x.ndim() != 4)
+    throw ShapeError("input must be (N, C, H, W) or (N, F), got " + std::to_string(x.ndim()) +
+                     " dimensions");
+  const int64_t batch = x.shape(0);
+  Shape sample(x.shape() + 1, x.shape() + x.ndim());
+  const Shape out_sample = model.output_shape(sample);
+  std::vector<py::ssize_t> out_shape{batch};
+  out_shape.insert(out_shape.end(), out_sample.begin(), out_sample.end());
+  FloatArray y(out_shape);
+  const float* in = x.data();
+  float* out = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    model.forward(in, batch, sample, out);
+  }
+  return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "sparsenet C++ engine (private: use the sparsenet package)";
+
+  static py::exception<Error> model_error(m, "ModelError", PyExc_ValueError);
+  py::register_exception<ShapeError>(m, "ShapeError", model_error.ptr());
+  py::register_exception<WeightError>(m, "WeightError", model_error.ptr());
+  py::register_exception<FormatError>(m, "FormatError", model_error.ptr());
+
+  m.def("set_num_threads", &set_num_threads, py::arg("num_threads"));
+  m.def("get_num_threads", &get_num_threads);
+  m.def("cpu_has_avx2_fma", &cpu_has_avx2_fma);
+  m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
+  m.def("blas_info", &blas_info);
+
+  py::class_<Layer, std::shared_ptr<Layer>>(m, "Layer")
+      .def_property_readonly("name", &Layer::name)
+      .def_property_readonly("kind", &Layer::kind)
+      .def("output_shape", &Layer::output_shape, py::arg("input_shape"));
+
+  py::class_<WeightedLayer, Layer, std::shared_ptr<WeightedLayer>>(m, "WeightedLayer")
+      .def_property_readonly("backend", [](const WeightedLayer& l) { return backend_name(l.backend()); })
+      .def_property_readonly("isa", [](const WeightedLayer& l) { return isa_name(l.isa()); })
+      .def_property_readonly("nnz", &WeightedLayer::nnz)
+      .def_property_readonly("rows", &WeightedLayer::rows)
+      .def_property_readonly("cols", &WeightedLayer::cols);
+
+  py::class_<Linear, WeightedLayer, std::shared_ptr<Linear>>(m, "Linear")
+      .def(py::init([](const std::string& name, const std::string& key, int64_t rows, int64_t cols,
+                       const Int64Array& indptr, const Int64Array& indices,
+                       const FloatArray& values, const std::optional<FloatArray>& bias,
+                       const std::string& backend) {
+             const std::string ctx = "linear layer '" + name + "' key '" + key + "'";
+             return std::make_shared<Linear>(name, make_csr(ctx, rows, cols, indptr, indices, values),
+                                             to_vector(bias), parse_backend(backend));
+           }),
+           py::arg("name"), py::arg("key"), py::arg("rows"), py::arg("cols"), py::arg("indptr"),
+           py::arg("indices"), py::arg("values"), py::arg("bias"), py::arg("backend"));
+
+  py::class_<Conv2d, WeightedLayer, std::shared_ptr<Conv2d>>(m, "Conv2d")
+      .def(py::init([](const std::string& name, const std::string& key, int64_t out_channels,
+                       int64_t in_channels, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+                       int64_t stride_w, int64_t pad_h, int64_t pad_w, const Int64Array& indptr,
+                       const Int64Array& indices, const FloatArray& values,
+                       const std::optional<FloatArray>& bias, const std::string& backend) {
+             const std::string ctx = "conv2d layer '" + name + "' key '" + key + "'";
+             return std::make_shared<Conv2d>(
+                 name,
+                 make_csr(ctx, out_channels, in_channels * kernel_h * kernel_w, indptr, indices, values),
+                 to_vector(bias), in_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                 parse_backend(backend));
+           }),
+           py::arg("name"), py::arg("key"), py::arg("out_channels"), py::arg("in_channels"),
+           py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"),
+           py::arg("pad_h"), py::arg("pad_w"), py::arg("indptr"), py::arg("indices"),
+           py::arg("values"), py::arg("bias"), py::arg("backend"));
+
+  py::class_<Pool2d, Layer, std::shared_ptr<Pool2d>>(m, "Pool2d")
+      .def(py::init([](const std::string& name, const std::string& mode, int64_t kh, int64_t kw,
+                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool ceil_mode,
+                       bool count_include_pad) {
+             if (mode != "max" && mode != "avg")
+               throw FormatError("pool layer '" + name + "': mode must be 'max' or 'avg'");
+             return std::make_shared<Pool2d>(name, mode == "max" ? PoolMode::kMax : PoolMode::kAverage,
+                                             kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad);
+           }),
+           py::arg("name"), py::arg("mode"), py::arg("kernel_h"), py::arg("kernel_w"),
+           py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
+           py::arg("ceil_mode"), py::arg("count_include_pad"));
+
+  py::class_<ReLU, Layer, std::shared_ptr<ReLU>>(m, "ReLU").def(py::init<std::string>(), py::arg("name"));
+  py::class_<Flatten, Layer, std::shared_ptr<Flatten>>(m, "Flatten").def(py::init<std::string>(), py::arg("name"));
+  py::class_<Softmax, Layer, std::shared_ptr<Softmax>>(m, "Softmax").def(py::init<std::string>(), py::arg("name"));
+  py::class_<Dropout, Layer, std::shared_ptr<Dropout>>(m, "Dropout").def(py::init<std::string>(), py::arg("name"));
+
+  py::class_<Model>(m, "Model")
+      .def(py::init([](const std::vector<std::shared_ptr<Layer>>& layers) {
+             return Model(std::vector<std::shared_ptr<const Layer>>(layers.begin(), layers.end()));
+           }),
+           py::arg("layers"))
+      .def("output_shape", &Model::output_shape, py::arg("input_shape"))
+      .def("forward", &model_forward, py::arg("x"),
+           "Forward pass of a float32 C-contiguous (N, C, H, W) or (N, F) batch; releases the GIL.");
+
+  m.def("validate_csr",
+        [](const std::string& context, int64_t rows, int64_t cols, const Int64Array& indptr,
+           const Int64Array& indices, const FloatArray& values) {
+          make_csr(context, rows, cols, indptr, indices, values);
+        },
+        py::arg("context"), py::arg("rows"), py::arg("cols"), py::arg("indptr"), py::arg("indices"),
+        py::arg("values"), "Raise WeightError unless the arrays form a valid CSR matrix.");
+
+  m.def("_raw_csr_kernel", &raw_csr_kernel, py::arg("isa"), py::arg("rows"), py::arg("cols"),
+        py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("x"),
+        py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("index_bits") = 16,
+        py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
+        py::arg("col_end") = -1,
+        "Run one registry kernel directly (tests and benchmarks only).");
+}

@@ -1,0 +1,59 @@
+// Compressed sparse row weights.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sparsenet {
+
+// A rows x cols fp32 matrix in CSR form, owning its buffers.
+//
+//   row_ptr: rows + 1 entries, row_ptr[0] == 0, non-decreasing, row_ptr[rows] == nnz.
+//   values:  nnz fp32 values, finite.
+//   column indices: nnz entries in [0, cols), stored as uint16 when cols <= 65536
+//   (col16) and as uint32 otherwise (col32); the other vector is empty.
+// Column indices need not be sorted within a row; duplicates add up.
+class CsrMatrix {
+ public:
+  CsrMatrix() = default;
+
+  // Validates and copies the arrays. `context` names the layer and key in
+  // error messages, e.g. "layer 'fc1' key 'fc1.weight'". Throws WeightError.
+  static CsrMatrix from_arrays(const std::string& context, int64_t rows, int64_t cols,
+                               const int64_t* row_ptr, size_t row_ptr_len,
+                               const int64_t* col_idx, size_t col_idx_len,
+                               const float* values, size_t values_len);
+
+  // Builds CSR from a dense row-major rows x cols matrix, keeping nonzeros.
+  static CsrMatrix from_dense(const std::string& context, int64_t rows, int64_t cols,
+                              const float* dense);
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  size_t nnz() const { return values_.size(); }
+  double density() const;
+  bool narrow_indices() const { return cols_ <= 65536; }  // col16 in use
+
+  const std::vector<uint32_t>& row_ptr() const { return row_ptr_; }
+  const std::vector<uint16_t>& col16() const { return col16_; }
+  const std::vector<uint32_t>& col32() const { return col32_; }
+  const std::vector<float>& values() const { return values_; }
+
+  // Bytes held by values, column indices and row pointers.
+  size_t stored_bytes() const;
+
+  // Writes the dense rows x cols row-major matrix into `out` (rows*cols floats).
+  void to_dense(float* out) const;
+
+ private:
+  int64_t rows_ = 0;
+  int64_t cols_ = 0;
+  std::vector<uint32_t> row_ptr_;
+  std::vector<uint16_t> col16_;
+  std::vector<uint32_t> col32_;
+  std::vector<float> values_;
+};
+
+}  // namespace sparsenet

@@ -1,0 +1,218 @@
+// Layers of a sparsenet model.
+//
+// Lifecycle (as in ncnn): weights are validated and laid out once at
+// construction ("prepare"), then forward() is const and may run from several
+// threads at once.
+//
+// Activation layout. One sample is either a feature map {C, H, W} or a feature
+// vector {F}. A batch of feature maps is NCHW: element (n, c, h, w) at
+// data[((n*C + c)*H + h)*W + w]. A batch of feature vectors is stored
+// feature-major: element (n, f) at data[f*N + n], so that a sparse weight row
+// streams over contiguous batch columns. Model::forward converts from and to the
+// caller's sample-major (N, F) layout.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sparsenet/csr.h"
+#include "sparsenet/runtime.h"
+
+namespace sparsenet {
+
+using Shape = std::vector<int64_t>;  // one sample's shape: {C, H, W} or {F}
+
+enum class Backend { kAuto, kSparse, kDense };
+const char* backend_name(Backend backend);
+
+struct TensorView {
+  const float* data;
+  int64_t batch;
+  Shape shape;
+};
+
+struct MutableTensorView {
+  float* data;
+  int64_t batch;
+  Shape shape;
+};
+
+class ThreadPool;  // opaque: the engine's fork-join pool
+
+// Per-call state handed to every layer.
+struct ForwardContext {
+  ThreadPool* pool = nullptr;        // the pool this forward pass runs on
+  size_t num_workers = 1;            // pool size when the call started
+  float* scratch = nullptr;          // num_workers * scratch_per_worker floats
+  size_t scratch_per_worker = 0;     // the max of scratch_floats() over layers
+  bool fuse_relu = false;            // apply ReLU to this layer's output
+};
+
+std::string shape_to_string(const Shape& shape);
+
+class Layer {
+ public:
+  explicit Layer(std::string name) : name_(std::move(name)) {}
+  virtual ~Layer() = default;
+  Layer(const Layer&) = delete;
+  Layer& operator=(const Layer&) = delete;
+
+  const std::string& name() const { return name_; }
+  virtual const char* kind() const = 0;
+
+  // One sample's output shape for one sample's input shape; throws ShapeError
+  // naming this layer and both shapes when the input does not fit.
+  virtual Shape output_shape(const Shape& input) const = 0;
+
+  // Scratch floats one worker thread needs for a batch of `batch` samples.
+  virtual size_t scratch_floats(const Shape& input, int64_t batch) const;
+
+  // True for Linear and Conv2d, which apply a following ReLU in their epilogue.
+  virtual bool accepts_fused_relu() const { return false; }
+  // True for layers that are the identity at inference (Dropout).
+  virtual bool is_identity() const { return false; }
+
+  // in.shape has been checked by output_shape(); out has room for the output.
+  virtual void forward(const TensorView& in, const MutableTensorView& out,
+                       const ForwardContext& ctx) const = 0;
+
+ protected:
+  std::string describe(const char* what) const;  // "<kind> layer '<name>': <what>"
+
+ private:
+  std::string name_;
+};
+
+// Shared by Linear and Conv2d: a rows x cols weight run sparse (CSR kernels) or
+// dense (BLAS), chosen at construction.
+class WeightedLayer : public Layer {
+ public:
+  // backend kAuto resolves to kSparse when the weight's density is at most
+  // auto_max_density, else kDense. Throws WeightError for a bias whose length
+  // is not rows() or that holds NaN/Inf.
+  WeightedLayer(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend,
+                double auto_max_density);
+
+  Backend backend() const { return backend_; }     // kSparse or kDense, never kAuto
+  Isa isa() const { return isa_; }                 // ISA of the sparse kernels
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  size_t nnz() const { return nnz_; }
+  bool accepts_fused_relu() const override { return true; }
+
+ protected:
+  // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
+  // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
+  void matmul(const ForwardContext& ctx, const float* x, size_t ldx, size_t n, float* y,
+              size_t ldy) const;
+  // The sparse product on the calling thread only (the caller runs in parallel).
+  void sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y, size_t ldy,
+                            bool relu) const;
+
+ private:
+  void sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
+                   size_t col_begin, size_t col_end, float* y, size_t ldy, bool relu) const;
+
+  int64_t rows_;
+  int64_t cols_;
+  size_t nnz_;
+  Backend backend_;
+  Isa isa_;
+  CsrMatrix sparse_;                  // filled when backend_ == kSparse
+  std::vector<float> dense_;          // rows x cols row-major, when backend_ == kDense
+  std::vector<float> bias_;           // rows entries, or empty
+};
+
+// Fully connected layer: weight is out_features x in_features; input {in_features}.
+class Linear : public WeightedLayer {
+ public:
+  Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend);
+  const char* kind() const override { return "linear"; }
+  Shape output_shape(const Shape& input) const override;
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+};
+
+// 2-D convolution (NCHW, no groups or dilation): weight is
+// out_channels x (in_channels * kernel_h * kernel_w), column index
+// (c * kernel_h + i) * kernel_w + j, as PyTorch's (O, I, kh, kw) flattened.
+// Computed per image as W times the im2col patch matrix.
+class Conv2d : public WeightedLayer {
+ public:
+  Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,
+         int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+         int64_t pad_w, Backend backend);
+  const char* kind() const override { return "conv2d"; }
+  Shape output_shape(const Shape& input) const override;
+  size_t scratch_floats(const Shape& input, int64_t batch) const override;
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+
+ private:
+  bool is_pointwise() const;  // 1x1, stride 1, no padding: im2col is the input itself
+  int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
+};
+
+enum class PoolMode { kMax, kAverage };
+
+// Max or average pooling over NCHW feature maps. Average pooling divides by the
+// full window (count_include_pad) or by the in-bounds part of it.
+class Pool2d : public Layer {
+ public:
+  Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
+         int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad);
+  const char* kind() const override { return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d"; }
+  Shape output_shape(const Shape& input) const override;
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+
+ private:
+  PoolMode mode_;
+  int64_t kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
+  bool ceil_mode_, count_include_pad_;
+};
+
+class ReLU : public Layer {
+ public:
+  using Layer::Layer;
+  const char* kind() const override { return "relu"; }
+  Shape output_shape(const Shape& input) const override { return input; }
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+};
+
+// {C, H, W} -> {C*H*W} in C, H, W order (PyTorch's flatten); {F} passes through.
+class Flatten : public Layer {
+ public:
+  using Layer::Layer;
+  const char* kind() const override { return "flatten"; }
+  Shape output_shape(const Shape& input) const override;
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+};
+
+// Softmax over the features of each sample; input {F}.
+class Softmax : public Layer {
+ public:
+  using Layer::Layer;
+  const char* kind() const override { return "softmax"; }
+  Shape output_shape(const Shape& input) const override;
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+};
+
+// The identity at inference.
+class Dropout : public Layer {
+ public:
+  using Layer::Layer;
+  const char* kind() const override { return "dropout"; }
+  bool is_identity() const override { return true; }
+  Shape output_shape(const Shape& input) const override { return input; }
+  void forward(const TensorView& in, const MutableTensorView& out,
+               const ForwardContext& ctx) const override;
+};
+
+}  // namespace sparsenet

@@ -1,0 +1,8 @@
+// sparsenet: sparse neural-network inference. Umbrella header.
+#pragma once
+
+#include "sparsenet/csr.h"
+#include "sparsenet/errors.h"
+#include "sparsenet/layers.h"
+#include "sparsenet/model.h"
+#include "sparsenet/runtime.h"

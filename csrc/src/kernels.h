@@ -1,0 +1,66 @@
+// The kernel registry: every CSR microkernel, per index width and ISA. Layers
+// pick a KernelTable once at construction; tests and benchmarks reach each
+// entry by ISA through kernel_table().
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sparsenet/runtime.h"
+
+namespace sparsenet {
+
+template <typename Index>
+struct CsrRef {
+  const uint32_t* row_ptr;  // rows + 1
+  const Index* col_idx;     // nnz
+  const float* values;      // nnz
+};
+
+// Applied to each output element: y = relu ? max(acc + bias[row], 0) : acc + bias[row].
+struct Epilogue {
+  const float* bias;  // one per row, or nullptr for none
+  bool relu;
+};
+
+// y[r] = epilogue(sum_k values[k] * x[col_idx[k]]) for r in [row_begin, row_end).
+template <typename Index>
+using CsrmvKernel = void (*)(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin,
+                             size_t row_end, float* y);
+
+// Y[r][c] = epilogue(sum_k values[k] * X[col_idx[k]][c]) for r in [row_begin, row_end),
+// c in [col_begin, col_end); X and Y row-major with leading dimensions ldx, ldy.
+template <typename Index>
+using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilogue ep,
+                             size_t row_begin, size_t row_end, size_t col_begin,
+                             size_t col_end, float* y, size_t ldy);
+
+#define SPARSENET_DECLARE_CSR_KERNELS(isa)                                                    \
+  void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \
+  void f32_csrmv_u32_##isa(CsrRef<uint32_t>, const float*, Epilogue, size_t, size_t, float*); \
+  void f32_csrmm_u16_##isa(CsrRef<uint16_t>, const float*, size_t, Epilogue, size_t, size_t,  \
+                           size_t, size_t, float*, size_t);                                   \
+  void f32_csrmm_u32_##isa(CsrRef<uint32_t>, const float*, size_t, Epilogue, size_t, size_t,  \
+                           size_t, size_t, float*, size_t);
+
+SPARSENET_DECLARE_CSR_KERNELS(scalar)
+SPARSENET_DECLARE_CSR_KERNELS(avx2)
+#undef SPARSENET_DECLARE_CSR_KERNELS
+
+struct KernelTable {
+  Isa isa;
+  CsrmvKernel<uint16_t> csrmv_u16;
+  CsrmvKernel<uint32_t> csrmv_u32;
+  CsrmmKernel<uint16_t> csrmm_u16;
+  CsrmmKernel<uint32_t> csrmm_u32;
+};
+
+// The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.
+const KernelTable& kernel_table(Isa isa);
+
+inline float apply_epilogue(float acc, Epilogue ep, size_t row) {
+  if (ep.bias) acc += ep.bias[row];
+  return (ep.relu && acc < 0.0f) ? 0.0f : acc;
+}
+
+}  // namespace sparsenet

@@ -1,0 +1,430 @@
+#include "sparsenet/layers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "blas.h"
+#include "im2col.h"
+#include "kernels.h"
+#include "sparsenet/errors.h"
+#include "thread_pool.h"
+
+namespace sparsenet {
+namespace {
+
+// Below this many multiply-adds a layer runs on one thread: waking the pool
+// costs more than it saves.
+constexpr double kMinParallelWork = 64.0 * 1024.0;
+
+// backend="auto" thresholds: run sparse at or below this density.
+constexpr double kAutoLinearMaxDensity = 0.30;
+constexpr double kAutoConvMaxDensity = 0.20;
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string dims(int64_t a, int64_t b) {
+  return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
+}
+
+}  // namespace
+
+const char* backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::kSparse: return "sparse";
+    case Backend::kDense: return "dense";
+    default: return "auto";
+  }
+}
+
+std::string shape_to_string(const Shape& shape) {
+  std::string s = "(";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  if (shape.size() == 1) s += ",";
+  return s + ")";
+}
+
+size_t Layer::scratch_floats(const Shape&, int64_t) const { return 0; }
+
+std::string Layer::describe(const char* what) const {
+  return std::string(kind()) + " layer '" + name_ + "': " + what;
+}
+
+// --- WeightedLayer ---------------------------------------------------------
+
+WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<float> bias,
+                             Backend backend, double auto_max_density)
+    : Layer(std::move(name)),
+      rows_(weight.rows()),
+      cols_(weight.cols()),
+      nnz_(weight.nnz()),
+      backend_(backend),
+      isa_(active_isa()),
+      bias_(std::move(bias)) {
+  if (!bias_.empty() && static_cast<int64_t>(bias_.size()) != rows_)
+    throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': bias has " +
+                      std::to_string(bias_.size()) + " entries but the weight " +
+                      dims(rows_, cols_) + " has " + std::to_string(rows_) + " outputs");
+  for (size_t i = 0; i < bias_.size(); ++i)
+    if (!std::isfinite(bias_[i]))
+      throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': entry " +
+                        std::to_string(i) + " is not finite (NaN or Inf)");
+  if (backend_ == Backend::kAuto)
+    backend_ = weight.density() <= auto_max_density ? Backend::kSparse : Backend::kDense;
+  if (backend_ == Backend::kDense) {
+    dense_.resize(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));
+    weight.to_dense(dense_.data());
+  } else {
+    sparse_ = std::move(weight);
+  }
+}
+
+void WeightedLayer::sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y,
+                                         size_t ldy, bool relu) const {
+  sparse_tile(x, ldx, 0, static_cast<size_t>(rows_), 0, n, y, ldy, relu);
+}
+
+void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
+                                size_t col_begin, size_t col_end, float* y, size_t ldy,
+                                bool relu) const {
+  const Epilogue ep{bias_.empty() ? nullptr : bias_.data(), relu};
+  const KernelTable& k = kernel_table(isa_);
+  const uint32_t* rp = sparse_.row_ptr().data();
+  const float* v = sparse_.values().data();
+  if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1) {
+    if (sparse_.narrow_indices())
+      k.csrmv_u16({rp, sparse_.col16().data(), v}, x, ep, row_begin, row_end, y);
+    else
+      k.csrmv_u32({rp, sparse_.col32().data(), v}, x, ep, row_begin, row_end, y);
+  } else if (sparse_.narrow_indices()) {
+    k.csrmm_u16({rp, sparse_.col16().data(), v}, x, ldx, ep, row_begin, row_end, col_begin,
+                col_end, y, ldy);
+  } else {
+    k.csrmm_u32({rp, sparse_.col32().data(), v}, x, ldx, ep, row_begin, row_end, col_begin,
+                col_end, y, ldy);
+  }
+}
+
+void WeightedLayer::matmul(const ForwardContext& ctx, const float* x, size_t ldx, size_t n,
+                           float* y, size_t ldy) const {
+  const bool relu = ctx.fuse_relu;
+  if (backend_ == Backend::kDense) {
+    if (n == 1 && ldx == 1) {
+      blas_sgemv(static_cast<int>(rows_), static_cast<int>(cols_), dense_.data(),
+                 static_cast<int>(cols_), x, y);
+    } else {
+      blas_sgemm(static_cast<int>(rows_), static_cast<int>(n), static_cast<int>(cols_),
+                 dense_.data(), static_cast<int>(cols_), x, static_cast<int>(ldx), y,
+                 static_cast<int>(ldy));
+    }
+    if (!bias_.empty() || relu) {
+      const Epilogue ep{bias_.empty() ? nullptr : bias_.data(), relu};
+      for (int64_t r = 0; r < rows_; ++r) {
+        float* yr = y + static_cast<size_t>(r) * ldy;
+        for (size_t c = 0; c < n; ++c) yr[c] = apply_epilogue(yr[c], ep, r);
+      }
+    }
+    return;
+  }
+
+  const size_t workers = ctx.num_workers;
+  const double work = static_cast<double>(nnz_) * static_cast<double>(n);
+  if (workers <= 1 || ctx.pool == nullptr || work < kMinParallelWork || rows_ == 0) {
+    sparse_tile(x, ldx, 0, rows_, 0, n, y, ldy, relu);
+    return;
+  }
+  // Tiles: row blocks balanced by nonzeros, and column blocks (multiples of 32)
+  // when there are too few rows to keep every worker busy.
+  const size_t target = 4 * workers;
+  const size_t row_blocks = std::min<size_t>(static_cast<size_t>(rows_), target);
+  size_t col_blocks = 1;
+  if (row_blocks < target && n >= 64)
+    col_blocks = std::min<size_t>((n + 31) / 32, (target + row_blocks - 1) / row_blocks);
+  const size_t col_width = ((n + col_blocks - 1) / col_blocks + 31) / 32 * 32;
+  col_blocks = (n + col_width - 1) / col_width;
+
+  std::vector<size_t> bounds(row_blocks + 1, 0);
+  const auto& rp = sparse_.row_ptr();
+  for (size_t b = 1; b < row_blocks; ++b) {
+    const uint64_t goal = static_cast<uint64_t>(nnz_) * b / row_blocks;
+    size_t r = std::lower_bound(rp.begin(), rp.end(), goal) - rp.begin();
+    r = std::max(r, bounds[b - 1] + 1);
+    bounds[b] = std::min<size_t>(r, static_cast<size_t>(rows_) - (row_blocks - b));
+  }
+  bounds[row_blocks] = static_cast<size_t>(rows_);
+
+  ctx.pool->parallel_for(row_blocks * col_blocks, [&](size_t task, size_t) {
+    const size_t rb = task / col_blocks, cb = task % col_blocks;
+    const size_t c0 = cb * col_width, c1 = std::min(n, c0 + col_width);
+    sparse_tile(x, ldx, bounds[rb], bounds[rb + 1], c0, c1, y, ldy, relu);
+  });
+}
+
+// --- Linear ----------------------------------------------------------------
+
+Linear::Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend)
+    : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
+                    kAutoLinearMaxDensity) {}
+
+Shape Linear::output_shape(const Shape& input) const {
+  if (input.size() != 1 || input[0] != cols()) {
+    std::string msg = "expects " + std::to_string(cols()) +
+                      " input features (weight shape " + dims(rows(), cols()) +
+                      ") but its input has per-sample shape " + shape_to_string(input);
+    if (input.size() == 3) msg += "; add a Flatten before it";
+    throw ShapeError(describe(msg.c_str()));
+  }
+  return {rows()};
+}
+
+void Linear::forward(const TensorView& in, const MutableTensorView& out,
+                     const ForwardContext& ctx) const {
+  const size_t n = static_cast<size_t>(in.batch);
+  matmul(ctx, in.data, n, n, out.data, n);
+}
+
+// --- Conv2d ----------------------------------------------------------------
+
+Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,
+               int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
+               int64_t pad_h, int64_t pad_w, Backend backend)
+    : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
+                    kAutoConvMaxDensity),
+      in_channels_(in_channels),
+      kernel_h_(kernel_h),
+      kernel_w_(kernel_w),
+      stride_h_(stride_h),
+      stride_w_(stride_w),
+      pad_h_(pad_h),
+      pad_w_(pad_w) {
+  if (in_channels < 1 || kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 ||
+      pad_h < 0 || pad_w < 0)
+    throw FormatError(describe("in_channels, kernel size and stride must be >= 1 and padding >= 0"));
+  if (in_channels * kernel_h * kernel_w != cols())
+    throw WeightError(describe(("weight has " + std::to_string(cols()) +
+                                " columns but in_channels * kernel_h * kernel_w = " +
+                                std::to_string(in_channels * kernel_h * kernel_w))
+                                   .c_str()));
+}
+
+bool Conv2d::is_pointwise() const {
+  return kernel_h_ == 1 && kernel_w_ == 1 && stride_h_ == 1 && stride_w_ == 1 && pad_h_ == 0 &&
+         pad_w_ == 0;
+}
+
+Shape Conv2d::output_shape(const Shape& input) const {
+  if (input.size() != 3 || input[0] != in_channels_) {
+    const std::string msg = "expects a feature map of " + std::to_string(in_channels_) +
+                            " channels (C, H, W) but its input has per-sample shape " +
+                            shape_to_string(input);
+    throw ShapeError(describe(msg.c_str()));
+  }
+  const int64_t oh = (input[1] + 2 * pad_h_ - kernel_h_) / stride_h_ + 1;
+  const int64_t ow = (input[2] + 2 * pad_w_ - kernel_w_) / stride_w_ + 1;
+  if (input[1] + 2 * pad_h_ < kernel_h_ || input[2] + 2 * pad_w_ < kernel_w_ || oh < 1 || ow < 1) {
+    const std::string msg = "kernel " + dims(kernel_h_, kernel_w_) + " with padding " +
+                            dims(pad_h_, pad_w_) + " does not fit input " + shape_to_string(input);
+    throw ShapeError(describe(msg.c_str()));
+  }
+  return {rows(), oh, ow};
+}
+
+size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
+  if (is_pointwise()) return 0;
+  const Shape out = output_shape(input);
+  return static_cast<size_t>(cols()) * static_cast<size_t>(out[1] * out[2]);
+}
+
+void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
+                     const ForwardContext& ctx) const {
+  const ConvGeometry g{in.shape[0], in.shape[1], in.shape[2], kernel_h_, kernel_w_, stride_h_,
+                       stride_w_, pad_h_, pad_w_, out.shape[1], out.shape[2]};
+  const size_t patches = static_cast<size_t>(g.out_h * g.out_w);
+  const size_t in_stride = static_cast<size_t>(numel(in.shape));
+  const size_t out_stride = static_cast<size_t>(rows()) * patches;
+  const bool pointwise = is_pointwise();
+  const auto lower = [&](size_t image, float* scratch) -> const float* {
+    const float* src = in.data + image * in_stride;
+    if (pointwise) return src;
+    im2col(src, g, scratch);
+    return scratch;
+  };
+
+  const size_t batch = static_cast<size_t>(in.batch);
+  if (backend() == Backend::kSparse && ctx.num_workers > 1 && batch >= ctx.num_workers &&
+      ctx.pool != nullptr) {
+    ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
+      const float* cols = lower(image, ctx.scratch + worker * ctx.scratch_per_worker);
+      sparse_matmul_serial(cols, patches, patches, out.data + image * out_stride, patches,
+                           ctx.fuse_relu);
+    });
+    return;
+  }
+  for (size_t image = 0; image < batch; ++image) {
+    const float* cols = lower(image, ctx.scratch);
+    matmul(ctx, cols, patches, patches, out.data + image * out_stride, patches);
+  }
+}
+
+// --- Pool2d ----------------------------------------------------------------
+
+Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w,
+               int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode,
+               bool count_include_pad)
+    : Layer(std::move(name)),
+      mode_(mode),
+      kernel_h_(kernel_h),
+      kernel_w_(kernel_w),
+      stride_h_(stride_h),
+      stride_w_(stride_w),
+      pad_h_(pad_h),
+      pad_w_(pad_w),
+      ceil_mode_(ceil_mode),
+      count_include_pad_(count_include_pad) {
+  if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0)
+    throw FormatError(describe("kernel size and stride must be >= 1 and padding >= 0"));
+  if (2 * pad_h > kernel_h || 2 * pad_w > kernel_w)
+    throw FormatError(describe("padding must be at most half the kernel size"));
+}
+
+namespace {
+int64_t pooled_size(int64_t in, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
+  const int64_t span = in + 2 * p - k;
+  if (span < 0) return 0;
+  int64_t out = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+  // As in PyTorch and Caffe: the last window must start inside the input or left padding.
+  if (ceil_mode && (out - 1) * s >= in + p) --out;
+  return out;
+}
+}  // namespace
+
+Shape Pool2d::output_shape(const Shape& input) const {
+  if (input.size() != 3) {
+    const std::string msg =
+        "expects a feature map (C, H, W) but its input has per-sample shape " + shape_to_string(input);
+    throw ShapeError(describe(msg.c_str()));
+  }
+  const int64_t oh = pooled_size(input[1], kernel_h_, stride_h_, pad_h_, ceil_mode_);
+  const int64_t ow = pooled_size(input[2], kernel_w_, stride_w_, pad_w_, ceil_mode_);
+  if (oh < 1 || ow < 1) {
+    const std::string msg = "window " + dims(kernel_h_, kernel_w_) + " does not fit input " +
+                            shape_to_string(input);
+    throw ShapeError(describe(msg.c_str()));
+  }
+  return {input[0], oh, ow};
+}
+
+void Pool2d::forward(const TensorView& in, const MutableTensorView& out,
+                     const ForwardContext& ctx) const {
+  const int64_t h = in.shape[1], w = in.shape[2];
+  const int64_t oh = out.shape[1], ow = out.shape[2];
+  const size_t planes = static_cast<size_t>(in.batch * in.shape[0]);
+  const auto pool_plane = [&](size_t plane, size_t) {
+    const float* src = in.data + plane * static_cast<size_t>(h * w);
+    float* dst = out.data + plane * static_cast<size_t>(oh * ow);
+    for (int64_t oy = 0; oy < oh; ++oy) {
+      const int64_t y0 = oy * stride_h_ - pad_h_;
+      const int64_t y1 = std::min(y0 + kernel_h_, h + pad_h_);
+      const int64_t ys = std::max<int64_t>(y0, 0), ye = std::min(y1, h);
+      for (int64_t ox = 0; ox < ow; ++ox) {
+        const int64_t x0 = ox * stride_w_ - pad_w_;
+        const int64_t x1 = std::min(x0 + kernel_w_, w + pad_w_);
+        const int64_t xs = std::max<int64_t>(x0, 0), xe = std::min(x1, w);
+        float result;
+        if (mode_ == PoolMode::kMax) {
+          result = -std::numeric_limits<float>::infinity();
+          for (int64_t y = ys; y < ye; ++y)
+            for (int64_t x = xs; x < xe; ++x) result = std::max(result, src[y * w + x]);
+        } else {
+          float sum = 0.0f;
+          for (int64_t y = ys; y < ye; ++y)
+            for (int64_t x = xs; x < xe; ++x) sum += src[y * w + x];
+          const int64_t count =
+              count_include_pad_ ? (y1 - y0) * (x1 - x0) : (ye - ys) * (xe - xs);
+          result = count > 0 ? sum / static_cast<float>(count) : 0.0f;
+        }
+        dst[oy * ow + ox] = result;
+      }
+    }
+  };
+  const double work = static_cast<double>(planes * oh * ow * kernel_h_ * kernel_w_);
+  if (ctx.pool && ctx.num_workers > 1 && work >= kMinParallelWork)
+    ctx.pool->parallel_for(planes, pool_plane);
+  else
+    for (size_t p = 0; p < planes; ++p) pool_plane(p, 0);
+}
+
+// --- ReLU, Flatten, Softmax, Dropout ----------------------------------------
+
+void ReLU::forward(const TensorView& in, const MutableTensorView& out,
+                   const ForwardContext&) const {
+  const size_t n = static_cast<size_t>(in.batch * numel(in.shape));
+  for (size_t i = 0; i < n; ++i) out.data[i] = in.data[i] > 0.0f ? in.data[i] : 0.0f;
+}
+
+Shape Flatten::output_shape(const Shape& input) const {
+  if (input.size() != 1 && input.size() != 3) {
+    const std::string msg = "expects (C, H, W) or (F,) per sample, got " + shape_to_string(input);
+    throw ShapeError(describe(msg.c_str()));
+  }
+  return {numel(input)};
+}
+
+void Flatten::forward(const TensorView& in, const MutableTensorView& out,
+                      const ForwardContext&) const {
+  const size_t batch = static_cast<size_t>(in.batch);
+  const size_t features = static_cast<size_t>(numel(in.shape));
+  if (in.shape.size() == 1 || batch == 1) {
+    std::memcpy(out.data, in.data, sizeof(float) * batch * features);
+    return;
+  }
+  // Sample-major (N, F) to feature-major (F, N), in cache-sized blocks.
+  constexpr size_t kBlock = 32;
+  for (size_t f0 = 0; f0 < features; f0 += kBlock)
+    for (size_t n = 0; n < batch; ++n)
+      for (size_t f = f0; f < std::min(features, f0 + kBlock); ++f)
+        out.data[f * batch + n] = in.data[n * features + f];
+}
+
+Shape Softmax::output_shape(const Shape& input) const {
+  if (input.size() != 1) {
+    const std::string msg =
+        "expects a feature vector (F,) per sample, got " + shape_to_string(input) +
+        "; add a Flatten before it";
+    throw ShapeError(describe(msg.c_str()));
+  }
+  return input;
+}
+
+void Softmax::forward(const TensorView& in, const MutableTensorView& out,
+                      const ForwardContext&) const {
+  const size_t batch = static_cast<size_t>(in.batch);
+  const size_t features = static_cast<size_t>(in.shape[0]);
+  for (size_t n = 0; n < batch; ++n) {
+    float peak = -std::numeric_limits<float>::infinity();
+    for (size_t f = 0; f < features; ++f) peak = std::max(peak, in.data[f * batch + n]);
+    double total = 0.0;
+    for (size_t f = 0; f < features; ++f) {
+      const float e = std::exp(in.data[f * batch + n] - peak);
+      out.data[f * batch + n] = e;
+      total += e;
+    }
+    const float scale = static_cast<float>(1.0 / total);
+    for (size_t f = 0; f < features; ++f) out.data[f * batch + n] *= scale;
+  }
+}
+
+void Dropout::forward(const TensorView& in, const MutableTensorView& out,
+                      const ForwardContext&) const {
+  std::memcpy(out.data, in.data, sizeof(float) * static_cast<size_t>(in.batch * numel(in.shape)));
+}
+
+}  // namespace sparsenet

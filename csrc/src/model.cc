@@ -1,0 +1,108 @@
+#include "sparsenet/model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "sparsenet/errors.h"
+#include "thread_pool.h"
+
+namespace sparsenet {
+namespace {
+
+// No tensor may hold more than 2^40 floats (4 TiB): anything larger is a shape lie.
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+int64_t checked_numel(const Shape& s, const std::string& what) {
+  int64_t n = 1;
+  for (int64_t d : s) {
+    if (d < 1) throw ShapeError(what + " has a non-positive dimension: " + shape_to_string(s));
+    if (n > kMaxElements / d) throw ShapeError(what + " is too large: " + shape_to_string(s));
+    n *= d;
+  }
+  return n;
+}
+
+void transpose(const float* in, size_t rows, size_t cols, float* out) {
+  constexpr size_t kBlock = 32;
+  for (size_t c0 = 0; c0 < cols; c0 += kBlock)
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t c = c0; c < std::min(cols, c0 + kBlock); ++c) out[c * rows + r] = in[r * cols + c];
+}
+
+}  // namespace
+
+Model::Model(std::vector<std::shared_ptr<const Layer>> layers) : layers_(std::move(layers)) {
+  if (layers_.empty()) throw FormatError("a model needs at least one layer");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i]) throw FormatError("layer " + std::to_string(i) + " is null");
+    const Layer* layer = layers_[i].get();
+    if (layer->is_identity()) continue;
+    if (layer->kind() == std::string("relu") && !steps_.empty() && !steps_.back().fuse_relu &&
+        steps_.back().layer->accepts_fused_relu()) {
+      steps_.back().fuse_relu = true;
+      continue;
+    }
+    steps_.push_back({layer, false});
+  }
+}
+
+Shape Model::output_shape(const Shape& input) const {
+  if (input.size() != 1 && input.size() != 3)
+    throw ShapeError("model input must be (N, C, H, W) or (N, F); got per-sample shape " +
+                     shape_to_string(input));
+  checked_numel(input, "model input");
+  Shape shape = input;
+  for (const auto& layer : layers_) {
+    shape = layer->output_shape(shape);
+    checked_numel(shape, std::string(layer->kind()) + " layer '" + layer->name() + "' output");
+  }
+  return shape;
+}
+
+void Model::forward(const float* in, int64_t batch, const Shape& input, float* out) const {
+  if (batch < 0) throw ShapeError("batch size must be >= 0, got " + std::to_string(batch));
+  const Shape final_shape = output_shape(input);
+  if (batch == 0) return;
+
+  std::vector<Shape> shapes{input};
+  size_t max_elements = 0;
+  for (const Step& step : steps_) shapes.push_back(step.layer->output_shape(shapes.back()));
+  for (const Shape& s : shapes) {
+    const int64_t n = checked_numel(s, "activation");
+    if (n > kMaxElements / batch) throw ShapeError("batch too large for activation " + shape_to_string(s));
+    max_elements = std::max(max_elements, static_cast<size_t>(n * batch));
+  }
+
+  std::shared_ptr<ThreadPool> pool = current_pool();
+  ForwardContext ctx;
+  ctx.pool = pool.get();
+  ctx.num_workers = static_cast<size_t>(pool->num_threads());
+  for (size_t i = 0; i < steps_.size(); ++i)
+    ctx.scratch_per_worker =
+        std::max(ctx.scratch_per_worker, steps_[i].layer->scratch_floats(shapes[i], batch));
+
+  std::vector<float> buffer_a(max_elements), buffer_b(max_elements);
+  std::vector<float> scratch(ctx.num_workers * ctx.scratch_per_worker);
+  ctx.scratch = scratch.data();
+
+  const size_t nb = static_cast<size_t>(batch);
+  const float* current = in;
+  if (input.size() == 1 && nb > 1) {  // caller's (N, F) to feature-major (F, N)
+    transpose(in, nb, static_cast<size_t>(input[0]), buffer_a.data());
+    current = buffer_a.data();
+  }
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    float* target = current == buffer_a.data() ? buffer_b.data() : buffer_a.data();
+    ctx.fuse_relu = steps_[i].fuse_relu;
+    steps_[i].layer->forward({current, batch, shapes[i]}, {target, batch, shapes[i + 1]}, ctx);
+    current = target;
+  }
+  const size_t out_elements = static_cast<size_t>(checked_numel(final_shape, "output")) * nb;
+  if (final_shape.size() == 1 && nb > 1)
+    transpose(current, static_cast<size_t>(final_shape[0]), nb, out);
+  else
+    std::memcpy(out, current, sizeof(float) * out_elements);
+}
+
+}  // namespace sparsenet

@@ -1,0 +1,53 @@
+// A small fork-join pool for kernel parallelism.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sparsenet {
+
+class ThreadPool {
+ public:
+  explicit ThreadPool(int num_threads);  // the caller counts as one of num_threads
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(task, worker) for every task in [0, num_tasks), worker in
+  // [0, num_threads()), and returns when all are done. When the pool is
+  // already serving another caller (concurrent forward passes) or is called
+  // from one of its own workers, the tasks run inline on the caller as worker 0:
+  // never a deadlock, never oversubscription.
+  void parallel_for(size_t num_tasks, const std::function<void(size_t, size_t)>& fn);
+
+ private:
+  void worker_loop(size_t worker);
+  void run_tasks(size_t worker);
+
+  std::vector<std::thread> workers_;
+  std::mutex busy_;  // held by the caller that owns the pool for one parallel_for
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  const std::function<void(size_t, size_t)>* job_ = nullptr;
+  size_t num_tasks_ = 0;
+  size_t next_task_ = 0;
+  size_t active_ = 0;
+  size_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+// The process-wide pool sized by set_num_threads(); callers keep the returned
+// pointer for the duration of one forward pass.
+std::shared_ptr<ThreadPool> current_pool();
+
+}  // namespace sparsenet

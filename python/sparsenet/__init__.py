@@ -1,0 +1,57 @@
+"""sparsenet: sparse neural-network inference that makes pruning pay off.
+
+    >>> import sparsenet
+    >>> model = sparsenet.models.lenet5()            # Han et al.'s densities
+    >>> y = model(x)                                  # x: float32 (N, 1, 28, 28)
+    >>> dense = sparsenet.Model.load("lenet5.npz", backend="dense")
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _core
+from .errors import FormatError, InputError, ModelError, ShapeError, WeightError
+from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight
+from .model import Model
+from . import models
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(num_threads: int) -> None:
+    """Threads for sparse kernels and the BLAS alike (so comparisons are fair)."""
+    _core.set_num_threads(int(num_threads))
+
+
+def get_num_threads() -> int:
+    return _core.get_num_threads()
+
+
+def kernel_info() -> dict:
+    """Which kernels run: the ISA new layers use, why, the BLAS, the thread count."""
+    forced = os.environ.get("SPARSENET_ISA") or None
+    isa = _core.active_isa()
+    return {
+        "isa": isa,
+        "forced_by": "SPARSENET_ISA" if forced else None,
+        "cpu_avx2_fma": _core.cpu_has_avx2_fma(),
+        "kernels": {
+            "csrmv": [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"],
+            "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
+        },
+        "blas": _core.blas_info(),
+        "num_threads": _core.get_num_threads(),
+    }
+
+
+def cuda_available() -> bool:
+    """Whether the CUDA path was built and a device is present (not built in this version)."""
+    return False
+
+
+__all__ = [
+    "Model", "Layer", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Flatten", "Softmax", "Dropout",
+    "SparseWeight", "models", "set_num_threads", "get_num_threads", "kernel_info", "cuda_available",
+    "ModelError", "ShapeError", "WeightError", "FormatError", "InputError",
+]

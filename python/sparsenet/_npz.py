@@ -1,0 +1,105 @@
+"""A defensive reader for ``.npz`` files.
+
+``numpy.load`` allocates whatever an array header declares before reading the
+data, so a 100-byte file can ask for terabytes. This reader parses each
+member's header first, refuses object arrays (pickles), checks the declared
+size against the member's real size and a byte budget, and only then reads.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+import zlib
+from math import prod
+from typing import Iterable
+
+import numpy as np
+
+from .errors import FormatError
+
+#: Default cap on the bytes one load may read out of a file (16 GiB).
+DEFAULT_MAX_BYTES = 16 << 30
+# Deflate cannot expand data by more than about 1032:1.
+_MAX_DEFLATE_RATIO = 1100
+
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+
+
+class NpzArchive:
+    """Read-only access to the arrays of an ``.npz`` file, one key at a time."""
+
+    def __init__(self, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES):
+        self.path = os.fspath(path)
+        self.max_bytes = int(max_bytes)
+        self._bytes_read = 0
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"{self.path}: no such file")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            infos = self._zip.infolist()
+        except _READ_ERRORS as exc:
+            raise FormatError(f"{self.path}: not a readable .npz (zip) file: {exc}") from None
+        self._members = {}
+        for info in infos:
+            if info.filename.endswith(".npy"):
+                self._members[info.filename[:-4]] = info
+
+    def __enter__(self) -> "NpzArchive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def keys(self) -> list[str]:
+        return list(self._members)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._members
+
+    def read(self, key: str, kinds: Iterable[str] = "fiu", context: str = "") -> np.ndarray:
+        """Return the array under ``key``; ``kinds`` are the accepted dtype kinds."""
+        where = f"{self.path}: {context + ' ' if context else ''}key '{key}'"
+        info = self._members.get(key)
+        if info is None:
+            raise FormatError(f"{where}: missing from the file (keys: {', '.join(sorted(self._members)) or 'none'})")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise FormatError(f"{where}: unsupported zip compression method {info.compress_type}")
+        if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
+            raise FormatError(f"{where}: declares {info.file_size} bytes from {info.compress_size} compressed bytes, "
+                              "more than deflate can produce")
+        if self._bytes_read + info.file_size > self.max_bytes:
+            raise FormatError(f"{where}: reading {info.file_size} bytes would exceed the load limit of "
+                              f"{self.max_bytes} bytes (max_bytes)")
+        try:
+            with self._zip.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version in ((2, 0), (3, 0)):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise FormatError(f"{where}: unsupported .npy version {version}")
+                if dtype.hasobject or dtype.fields is not None or dtype.kind not in kinds:
+                    raise FormatError(f"{where}: dtype {dtype} is not allowed here (object arrays and pickles "
+                                      f"are refused; expected kinds {''.join(kinds)!r})")
+                if any(d < 0 for d in shape):
+                    raise FormatError(f"{where}: negative dimension in shape {shape}")
+                nbytes = prod(shape) * dtype.itemsize
+                header_bytes = member.tell()
+                if header_bytes + nbytes != info.file_size:
+                    raise FormatError(f"{where}: header declares shape {shape} of {dtype} ({nbytes} bytes) "
+                                      f"but the member holds {info.file_size - header_bytes} data bytes")
+                data = member.read(nbytes)
+        except FormatError:
+            raise
+        except _READ_ERRORS as exc:
+            raise FormatError(f"{where}: corrupt or truncated: {exc}") from None
+        if len(data) != nbytes:
+            raise FormatError(f"{where}: truncated: expected {nbytes} bytes, read {len(data)}")
+        self._bytes_read += info.file_size
+        array = np.frombuffer(data, dtype=dtype)
+        return array.reshape(shape, order="F" if fortran else "C")

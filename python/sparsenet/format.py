@@ -1,0 +1,209 @@
+"""The sparsenet ``.npz`` format and the importers for other tools' exports.
+
+See docs/format.md for the layout and the key conventions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from ._npz import DEFAULT_MAX_BYTES, NpzArchive
+from .errors import FormatError, ModelError
+from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight,
+                     _Weighted)
+from .model import BACKENDS, Model
+
+FORMAT_VERSION = 1
+GRAPH_KEY = "__sparsenet__"
+_MAX_GRAPH_BYTES = 1 << 20
+_MAX_ELEMENTS = 1 << 40
+
+
+# --------------------------------------------------------------------- saving
+def save_model(model: Model, path: str | os.PathLike, compress: bool = False) -> None:
+    layers = []
+    arrays: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        entry: dict[str, Any] = {"name": layer.name, "kind": layer.kind, **layer.config()}
+        if isinstance(layer, _Weighted):
+            w = layer.weight
+            storage = w.storage()
+            entry["weight"] = {"shape": list(w.shape), "storage": storage, "nnz": w.nnz}
+            entry["bias"] = layer.bias is not None
+            if storage == "csr":
+                arrays[f"{layer.name}.weight.data"] = w.data
+                arrays[f"{layer.name}.weight.indices"] = w.indices.astype(w.index_dtype())
+                arrays[f"{layer.name}.weight.indptr"] = w.indptr.astype(w.indptr_dtype())
+            else:
+                arrays[f"{layer.name}.weight"] = w.to_dense()
+            if layer.bias is not None:
+                arrays[f"{layer.name}.bias"] = layer.bias
+        layers.append(entry)
+    graph = {"format": "sparsenet", "version": FORMAT_VERSION, "name": model.name,
+             "input_shape": list(model.input_shape) if model.input_shape else None, "layers": layers}
+    arrays[GRAPH_KEY] = np.array(json.dumps(graph, separators=(",", ":")))
+    with open(path, "wb") as handle:
+        (np.savez_compressed if compress else np.savez)(handle, **arrays)
+
+
+# -------------------------------------------------------------------- loading
+def load_model(path: str | os.PathLike, backend: str = "auto", arch: str | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES, **options: Any) -> Model:
+    if backend not in BACKENDS:
+        raise FormatError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    with NpzArchive(path, max_bytes=max_bytes) as archive:
+        if GRAPH_KEY in archive:
+            if options:
+                raise FormatError(f"{archive.path}: options {sorted(options)} apply only to imports with arch=")
+            model = _load_native(archive, backend)
+        elif arch is not None:
+            from .importers import import_arch
+
+            model = import_arch(archive, arch, backend, **options)
+        else:
+            raise FormatError(f"{archive.path}: no '{GRAPH_KEY}' graph, so this is not a sparsenet model file; "
+                              "to load weights exported by another tool pass arch= (lenet_300_100, lenet5, "
+                              "mnist_cnn, vgg16, vgg19)")
+    if backend == "dense":
+        dense = sum(layer.weight.dense_bytes() for layer in model.layers if isinstance(layer, _Weighted))
+        if dense > max_bytes:
+            raise FormatError(f"{path}: the dense backend would need {dense} bytes of weights, over max_bytes={max_bytes}")
+    return model
+
+
+def _field(entry: dict, key: str, kind: type | tuple, where: str) -> Any:
+    if key not in entry:
+        raise FormatError(f"{where}: missing field '{key}'")
+    value = entry[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise FormatError(f"{where}: field '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _weight_shape(meta: dict, where: str) -> tuple[int, ...]:
+    shape = _field(meta, "shape", list, where)
+    if len(shape) not in (2, 4) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape):
+        raise FormatError(f"{where}: weight shape {shape} must be 2 or 4 positive dimensions below 2^31")
+    if prod(shape) > _MAX_ELEMENTS:
+        raise FormatError(f"{where}: weight shape {shape} is absurdly large")
+    return tuple(shape)
+
+
+def _read_weighted(archive: NpzArchive, entry: dict, name: str, where: str) -> tuple[SparseWeight, np.ndarray | None]:
+    meta = _field(entry, "weight", dict, where)
+    shape = _weight_shape(meta, where)
+    storage = _field(meta, "storage", str, where)
+    context = f"{entry['kind']} layer '{name}'"
+    if storage == "csr":
+        key = f"{name}.weight"
+        data = archive.read(f"{key}.data", "f", context)
+        indices = archive.read(f"{key}.indices", "iu", context)
+        indptr = archive.read(f"{key}.indptr", "iu", context)
+        for part, array in (("data", data), ("indices", indices), ("indptr", indptr)):
+            if array.ndim != 1:
+                raise FormatError(f"{archive.path}: {context} key '{key}.{part}': expected 1-D, got shape {array.shape}")
+        weight = SparseWeight(shape, indptr, indices, data, f"{context} key '{key}'")
+    elif storage == "dense":
+        dense = archive.read(f"{name}.weight", "f", context)
+        if dense.shape != shape:
+            raise FormatError(f"{archive.path}: {context} key '{name}.weight': array shape {dense.shape} "
+                              f"differs from the declared {shape}")
+        weight = SparseWeight.from_dense(dense, f"{context} key '{name}.weight'")
+    else:
+        raise FormatError(f"{where}: unknown weight storage {storage!r} (expected 'csr' or 'dense')")
+    bias = None
+    if _field(entry, "bias", bool, where):
+        bias = archive.read(f"{name}.bias", "f", context)
+        if bias.shape != (shape[0],):
+            raise FormatError(f"{archive.path}: {context} key '{name}.bias': shape {bias.shape}, expected ({shape[0]},) "
+                              f"for weight {shape}")
+    return weight, bias
+
+
+def _load_native(archive: NpzArchive, backend: str) -> Model:
+    raw = archive.read(GRAPH_KEY, "U")
+    if raw.shape != () or raw.nbytes > _MAX_GRAPH_BYTES:
+        raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' must be one string of at most {_MAX_GRAPH_BYTES} bytes")
+    try:
+        graph = json.loads(str(raw[()]))
+    except ValueError as exc:
+        raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not valid JSON: {exc}") from None
+    if not isinstance(graph, dict) or graph.get("format") != "sparsenet":
+        raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not a sparsenet graph")
+    version = graph.get("version")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"{archive.path}: format version {version!r} is not supported "
+                          f"(this sparsenet reads version {FORMAT_VERSION})")
+    entries = graph.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise FormatError(f"{archive.path}: the graph has no layer list")
+    layers: list[Layer] = []
+    for index, entry in enumerate(entries):
+        where = f"{archive.path}: layer {index}"
+        try:
+            if not isinstance(entry, dict):
+                raise FormatError(f"{where}: not an object")
+            name = _field(entry, "name", str, where)
+            kind = _field(entry, "kind", str, where)
+            where = f"{archive.path}: layer {index} '{name}'"
+            layers.append(_build_layer(archive, entry, kind, name, where))
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise FormatError(f"{where}: malformed layer description: {exc!r}") from None
+    input_shape = graph.get("input_shape")
+    if input_shape is not None and (not isinstance(input_shape, list)
+                                    or not all(isinstance(d, int) and 0 < d < 2**31 for d in input_shape)):
+        raise FormatError(f"{archive.path}: input_shape {input_shape!r} is not a list of positive ints")
+    name = graph.get("name")
+    return Model(layers, backend=backend, input_shape=input_shape, name=name if isinstance(name, str) else None)
+
+
+def _build_layer(archive: NpzArchive, entry: dict, kind: str, name: str, where: str) -> Layer:
+    if kind == "linear":
+        weight, bias = _read_weighted(archive, entry, name, where)
+        return Linear(weight, bias, name=name)
+    if kind == "conv2d":
+        weight, bias = _read_weighted(archive, entry, name, where)
+        if len(weight.shape) != 4:
+            raise FormatError(f"{where}: conv2d weight shape {weight.shape} must be (O, I, kh, kw)")
+        return Conv2d(weight, bias, stride=entry.get("stride", 1), padding=entry.get("padding", 0), name=name)
+    if kind in ("maxpool2d", "avgpool2d"):
+        args = dict(kernel_size=_field(entry, "kernel_size", (list, int), where), stride=entry.get("stride"),
+                    padding=entry.get("padding", 0), ceil_mode=bool(entry.get("ceil_mode", False)), name=name)
+        if kind == "maxpool2d":
+            return MaxPool2d(**args)
+        return AvgPool2d(**args, count_include_pad=bool(entry.get("count_include_pad", True)))
+    if kind == "dropout":
+        return Dropout(float(entry.get("p", 0.5)), name=name)
+    simple = {"relu": ReLU, "flatten": Flatten, "softmax": Softmax}
+    if kind in simple:
+        return simple[kind](name=name)
+    raise FormatError(f"{where}: unknown layer kind {kind!r} (known: linear, conv2d, maxpool2d, avgpool2d, relu, "
+                      "flatten, softmax, dropout)")
+
+
+def file_sizes(model: Model, directory: str | os.PathLike) -> dict[str, int]:
+    """Bytes on disk of ``model`` as a sparsenet file and as a plain dense fp32 ``.npz``."""
+    directory = os.fspath(directory)
+    sparse_path = os.path.join(directory, "model.sparsenet.npz")
+    dense_path = os.path.join(directory, "model.dense.npz")
+    model.save(sparse_path)
+    dense = {}
+    for layer in model.layers:
+        if isinstance(layer, _Weighted):
+            dense[f"{layer.name}.weight"] = layer.weight.to_dense()
+            if layer.bias is not None:
+                dense[f"{layer.name}.bias"] = layer.bias
+    with open(dense_path, "wb") as handle:
+        np.savez(handle, **dense)
+    return {"sparsenet": os.path.getsize(sparse_path), "dense": os.path.getsize(dense_path)}
+
+
+__all__ = ["save_model", "load_model", "file_sizes", "FORMAT_VERSION", "GRAPH_KEY"]

@@ -1,0 +1,384 @@
+"""Layer objects for composing models, like ``torch.nn`` modules.
+
+Weights are given as dense arrays (zeros are pruned connections), as
+``scipy.sparse`` matrices, or as :class:`SparseWeight`. Each weighted layer
+keeps its weight in CSR form; the engine runs it sparse or dense.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from .errors import FormatError, ShapeError, WeightError
+
+
+def _narrowest_unsigned(max_value: int) -> np.dtype:
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise WeightError(f"value {max_value} does not fit any unsigned integer type")
+
+
+def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
+        return int(value[0]), int(value[1])
+    raise FormatError(f"layer '{layer}': {what} must be an int or a pair of ints, got {value!r}")
+
+
+class SparseWeight:
+    """A weight in CSR form over its 2-D matrix view.
+
+    ``shape`` is the logical shape: ``(out, in)`` for Linear, ``(O, I, kh, kw)``
+    for Conv2d, whose matrix view is ``(O, I*kh*kw)``. ``indptr``/``indices``
+    are int64, ``data`` float32; ``validate`` checks every CSR invariant.
+    """
+
+    def __init__(self, shape: Sequence[int], indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                 context: str = "weight"):
+        self.shape = tuple(int(s) for s in shape)
+        self.context = context
+        if len(self.shape) not in (2, 4) or any(s < 0 for s in self.shape):
+            raise WeightError(f"{context}: weight shape {self.shape} must be (out, in) or (O, I, kh, kw)")
+        self.indptr = self._as_index_array(indptr, "indptr")
+        self.indices = self._as_index_array(indices, "indices")
+        data = np.asarray(data)
+        if data.dtype.kind != "f" or data.ndim != 1:
+            raise WeightError(f"{context}: data must be a 1-D float array, got {data.dtype} {data.shape}")
+        self.data = np.ascontiguousarray(data, dtype=np.float32)
+        self.validate()
+
+    def _as_index_array(self, array: np.ndarray, what: str) -> np.ndarray:
+        array = np.asarray(array)
+        if array.dtype.kind not in "iu" or array.ndim != 1:
+            raise WeightError(f"{self.context}: {what} must be a 1-D integer array, got {array.dtype} {array.shape}")
+        if array.dtype == np.uint64 and array.size and array.max() > np.iinfo(np.int64).max:
+            raise WeightError(f"{self.context}: {what} holds a value beyond int64")
+        return np.ascontiguousarray(array, dtype=np.int64)
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def cols(self) -> int:
+        return int(np.prod(self.shape[1:]))
+
+    @property
+    def nnz(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def density(self) -> float:
+        total = self.rows * self.cols
+        return self.nnz / total if total else 0.0
+
+    def validate(self) -> None:
+        """Raise WeightError unless this is a well-formed CSR matrix with finite values
+        (the engine's own check, the same one every layer build runs)."""
+        _core.validate_csr(self.context, self.rows, self.cols, self.indptr, self.indices, self.data)
+
+    @classmethod
+    def from_dense(cls, weight: np.ndarray, context: str = "weight") -> "SparseWeight":
+        weight = np.asarray(weight)
+        if weight.dtype.kind not in "fiu":
+            raise WeightError(f"{context}: weight dtype {weight.dtype} is not numeric")
+        if weight.ndim not in (2, 4):
+            raise WeightError(f"{context}: dense weight must be 2-D (out, in) or 4-D (O, I, kh, kw), got {weight.shape}")
+        matrix = weight.reshape(weight.shape[0], -1)
+        if not np.isfinite(matrix).all():
+            raise WeightError(f"{context}: weight {weight.shape} contains NaN or Inf")
+        mask = matrix != 0
+        indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+        np.cumsum(mask.sum(axis=1), out=indptr[1:])
+        _, indices = np.nonzero(mask)
+        return cls(weight.shape, indptr, indices, matrix[mask].astype(np.float32), context)
+
+    @classmethod
+    def from_scipy(cls, matrix: Any, shape: Sequence[int] | None = None, context: str = "weight") -> "SparseWeight":
+        csr = matrix.tocsr()
+        csr.sum_duplicates()
+        shape = tuple(shape) if shape is not None else csr.shape
+        if (shape[0], int(np.prod(shape[1:]))) != tuple(csr.shape):
+            raise WeightError(f"{context}: scipy matrix of shape {csr.shape} does not match weight shape {shape}")
+        return cls(shape, csr.indptr, csr.indices, csr.data, context)
+
+    @classmethod
+    def coerce(cls, weight: Any, shape: Sequence[int] | None, context: str) -> "SparseWeight":
+        if isinstance(weight, SparseWeight):
+            return weight
+        if hasattr(weight, "tocsr") and hasattr(weight, "nnz"):
+            return cls.from_scipy(weight, shape, context)
+        weight = np.asarray(weight)
+        if shape is not None and weight.ndim == 2 and len(shape) == 4:
+            weight = weight.reshape(shape)
+        return cls.from_dense(weight, context)
+
+    def to_dense(self) -> np.ndarray:
+        out = np.zeros((self.rows, self.cols), dtype=np.float32)
+        rows = np.repeat(np.arange(self.rows), np.diff(self.indptr))
+        np.add.at(out, (rows, self.indices), self.data)
+        return out.reshape(self.shape)
+
+    # Storage accounting, as the .npz writer stores it.
+    def index_dtype(self) -> np.dtype:
+        return _narrowest_unsigned(max(self.cols - 1, 0))
+
+    def indptr_dtype(self) -> np.dtype:
+        return _narrowest_unsigned(self.nnz)
+
+    def csr_bytes(self) -> int:
+        return self.nnz * (4 + self.index_dtype().itemsize) + (self.rows + 1) * self.indptr_dtype().itemsize
+
+    def dense_bytes(self) -> int:
+        return self.rows * self.cols * 4
+
+    def storage(self) -> str:
+        return "csr" if self.csr_bytes() < self.dense_bytes() else "dense"
+
+    def stored_bytes(self) -> int:
+        return min(self.csr_bytes(), self.dense_bytes())
+
+
+class Layer:
+    """Base class. ``kind`` names the layer type in files and summaries."""
+
+    kind = "layer"
+
+    def __init__(self, name: str | None = None):
+        self.name = name
+        self.backend: str | None = None  # set when a Model builds the layer
+
+    # Summary facts; weighted layers override.
+    shape: tuple = ()
+    nnz = 0
+    density = None
+    storage = "-"
+    stored_bytes = 0
+    dense_bytes = 0
+
+    def config(self) -> dict:
+        return {}
+
+    def _build(self, backend: str) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args}{', ' if args else ''}name={self.name!r})"
+
+
+class _Weighted(Layer):
+    def __init__(self, weight: Any, bias: Any, name: str | None, shape_hint: Sequence[int] | None):
+        super().__init__(name)
+        context = f"{self.kind} layer '{name}' key '{name}.weight'"
+        self.weight = SparseWeight.coerce(weight, shape_hint, context)
+        if bias is None:
+            self.bias = None
+        else:
+            bias = np.asarray(bias)
+            if bias.dtype.kind != "f" or bias.shape != (self.weight.rows,):
+                raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias {bias.dtype} {bias.shape} must be "
+                                  f"float of shape ({self.weight.rows},) for weight {self.weight.shape}")
+            if not np.isfinite(bias).all():
+                raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias contains NaN or Inf")
+            self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+
+    @property
+    def shape(self) -> tuple:
+        return self.weight.shape
+
+    @property
+    def nnz(self) -> int:
+        return self.weight.nnz
+
+    @property
+    def density(self) -> float:
+        return self.weight.density
+
+    @property
+    def storage(self) -> str:
+        return self.weight.storage()
+
+    @property
+    def stored_bytes(self) -> int:
+        return self.weight.stored_bytes() + (self.bias.nbytes if self.bias is not None else 0)
+
+    @property
+    def dense_bytes(self) -> int:
+        return self.weight.dense_bytes() + (self.bias.nbytes if self.bias is not None else 0)
+
+    def _rename(self, name: str) -> None:
+        self.name = name
+        self.weight.context = f"{self.kind} layer '{name}' key '{name}.weight'"
+
+
+class Linear(_Weighted):
+    """Fully connected: ``y = x W^T + b`` with ``W`` of shape (out_features, in_features)."""
+
+    kind = "linear"
+
+    def __init__(self, weight: Any, bias: Any = None, name: str | None = None):
+        super().__init__(weight, bias, name, None)
+        if len(self.weight.shape) != 2:
+            raise WeightError(f"linear layer '{name}': weight must be 2-D (out, in), got {self.weight.shape}")
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def config(self) -> dict:
+        return {}
+
+    def _build(self, backend: str) -> Any:
+        w = self.weight
+        return _core.Linear(self.name, f"{self.name}.weight", w.rows, w.cols, w.indptr, w.indices, w.data,
+                            self.bias, backend)
+
+
+class Conv2d(_Weighted):
+    """2-D convolution over NCHW input; weight (out_channels, in_channels, kh, kw).
+
+    ``padding`` is an int, a pair, ``"valid"`` or ``"same"`` (stride 1, odd kernels).
+    A ``scipy.sparse`` weight of shape (O, I*kh*kw) needs ``kernel_size``.
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+                 name: str | None = None, kernel_size: Any = None, in_channels: int | None = None):
+        shape_hint = None
+        if kernel_size is not None and not isinstance(weight, SparseWeight):
+            kh, kw = _pair(kernel_size, "kernel_size", str(name))
+            rows = weight.shape[0]
+            cols = int(np.prod(weight.shape[1:]))
+            if cols % (kh * kw):
+                raise WeightError(f"conv2d layer '{name}': weight {weight.shape} does not fit kernel {kh}x{kw}")
+            shape_hint = (rows, in_channels or cols // (kh * kw), kh, kw)
+        super().__init__(weight, bias, name, shape_hint)
+        if len(self.weight.shape) != 4:
+            raise WeightError(f"conv2d layer '{name}': weight must be 4-D (O, I, kh, kw), got {self.weight.shape}; "
+                              "pass kernel_size for a 2-D sparse weight")
+        self.stride = _pair(stride, "stride", str(name))
+        kh, kw = self.weight.shape[2:]
+        if isinstance(padding, str):
+            if padding == "valid":
+                padding = 0
+            elif padding == "same":
+                if self.stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
+                    raise FormatError(f"conv2d layer '{name}': padding='same' needs stride 1 and an odd kernel")
+                padding = (kh // 2, kw // 2)
+            else:
+                raise FormatError(f"conv2d layer '{name}': padding must be an int, a pair, 'same' or 'valid'")
+        self.padding = _pair(padding, "padding", str(name))
+        if min(self.stride) < 1 or min(self.padding) < 0:
+            raise FormatError(f"conv2d layer '{name}': stride must be >= 1 and padding >= 0")
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.weight.shape[2], self.weight.shape[3]
+
+    def config(self) -> dict:
+        return {"stride": list(self.stride), "padding": list(self.padding)}
+
+    def _build(self, backend: str) -> Any:
+        w = self.weight
+        o, i, kh, kw = w.shape
+        return _core.Conv2d(self.name, f"{self.name}.weight", o, i, kh, kw, *self.stride, *self.padding,
+                            w.indptr, w.indices, w.data, self.bias, backend)
+
+
+class _Pool2d(Layer):
+    mode = "max"
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 name: str | None = None):
+        super().__init__(name)
+        self.kernel_size = _pair(kernel_size, "kernel_size", str(name))
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", str(name))
+        self.padding = _pair(padding, "padding", str(name))
+        self.ceil_mode = bool(ceil_mode)
+
+    def config(self) -> dict:
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "ceil_mode": self.ceil_mode}
+
+    def _build(self, backend: str) -> Any:
+        return _core.Pool2d(self.name, self.mode, *self.kernel_size, *self.stride, *self.padding, self.ceil_mode,
+                            getattr(self, "count_include_pad", True))
+
+
+class MaxPool2d(_Pool2d):
+    kind = "maxpool2d"
+    mode = "max"
+
+
+class AvgPool2d(_Pool2d):
+    kind = "avgpool2d"
+    mode = "avg"
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, name: str | None = None):
+        super().__init__(kernel_size, stride, padding, ceil_mode, name)
+        self.count_include_pad = bool(count_include_pad)
+
+    def config(self) -> dict:
+        return {**super().config(), "count_include_pad": self.count_include_pad}
+
+
+class ReLU(Layer):
+    kind = "relu"
+
+    def _build(self, backend: str) -> Any:
+        return _core.ReLU(self.name)
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W) in C, H, W order, as ``torch.flatten(x, 1)``."""
+
+    kind = "flatten"
+
+    def _build(self, backend: str) -> Any:
+        return _core.Flatten(self.name)
+
+
+class Softmax(Layer):
+    kind = "softmax"
+
+    def _build(self, backend: str) -> Any:
+        return _core.Softmax(self.name)
+
+
+class Dropout(Layer):
+    """The identity at inference; ``p`` is kept for the record."""
+
+    kind = "dropout"
+
+    def __init__(self, p: float = 0.5, name: str | None = None):
+        super().__init__(name)
+        self.p = float(p)
+
+    def config(self) -> dict:
+        return {"p": self.p}
+
+    def _build(self, backend: str) -> Any:
+        return _core.Dropout(self.name)
+
+
+LAYER_KINDS = {cls.kind: cls for cls in (Linear, Conv2d, MaxPool2d, AvgPool2d, ReLU, Flatten, Softmax, Dropout)}

@@ -1,0 +1,194 @@
+"""``sparsenet.Model``: a sequential network run by the C++ engine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from . import _core
+from .errors import FormatError, InputError, ShapeError
+from .layers import Conv2d, Dropout, Flatten, Layer, Linear, _Pool2d, _Weighted
+
+BACKENDS = ("auto", "sparse", "dense")
+
+
+def _static_chain_check(layers: Sequence[Layer]) -> None:
+    """Check what can be checked without an input shape: channel and feature
+    counts between consecutive weighted layers."""
+    state: tuple[str, int | None] | None = None  # ("map", channels) or ("vec", features)
+    previous = None
+    for layer in layers:
+        where = f"{layer.kind} layer '{layer.name}'"
+        after = f" (after {previous.kind} layer '{previous.name}')" if previous is not None else ""
+        if isinstance(layer, Conv2d):
+            if state is not None and state[0] == "vec":
+                raise ShapeError(f"{where} needs a (C, H, W) feature map but gets a feature vector{after}")
+            if state is not None and state[1] != layer.in_channels:
+                raise ShapeError(f"{where} expects {layer.in_channels} input channels (weight {layer.shape}) "
+                                 f"but gets {state[1]}{after}")
+            state = ("map", layer.out_channels)
+        elif isinstance(layer, Linear):
+            if state is not None and state[0] == "map":
+                raise ShapeError(f"{where} needs a feature vector but gets a feature map{after}; add a Flatten")
+            if state is not None and state[1] is not None and state[1] != layer.in_features:
+                raise ShapeError(f"{where} expects {layer.in_features} input features (weight {layer.shape}) "
+                                 f"but gets {state[1]}{after}")
+            state = ("vec", layer.out_features)
+        elif isinstance(layer, Flatten):
+            if state is not None and state[0] == "map":
+                state = ("vec", None)
+        elif isinstance(layer, _Pool2d):
+            if state is not None and state[0] == "vec":
+                raise ShapeError(f"{where} needs a (C, H, W) feature map but gets a feature vector{after}")
+        previous = layer
+
+
+class Model:
+    """A sequential network whose pruned layers run on sparse kernels.
+
+    ``Model(layers, backend="auto")`` composes layer objects, like
+    ``nn.Sequential``. ``backend="sparse"`` runs every weighted layer on CSR
+    kernels, ``"dense"`` on the BLAS baseline, ``"auto"`` picks per layer by
+    density. ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
+    when given, the whole chain of shapes is checked at construction.
+    """
+
+    def __init__(self, layers: Iterable[Layer], backend: str = "auto", input_shape: Sequence[int] | None = None,
+                 name: str | None = None):
+        self.layers: list[Layer] = list(layers)
+        if backend not in BACKENDS:
+            raise FormatError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not self.layers:
+            raise FormatError("a model needs at least one layer")
+        self.backend = backend
+        self.name = name
+        self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
+        seen: set[str] = set()
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise FormatError(f"layer {index} is a {type(layer).__name__}, not a sparsenet layer")
+            if layer.name is None:
+                layer_name = f"{layer.kind}{index}"
+                if isinstance(layer, _Weighted):
+                    layer._rename(layer_name)
+                else:
+                    layer.name = layer_name
+            if layer.name in seen:
+                raise FormatError(f"two layers are named '{layer.name}'; names must be unique")
+            seen.add(layer.name)
+        _static_chain_check(self.layers)
+        self._core_layers = [layer._build(backend) for layer in self.layers]
+        for layer, core in zip(self.layers, self._core_layers):
+            layer.backend = getattr(core, "backend", None)
+        self._engine = _core.Model(self._core_layers)
+        if self.input_shape is not None:
+            self._engine.output_shape(list(self.input_shape))
+
+    # ----------------------------------------------------------------- running
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x: Any) -> np.ndarray:
+        """Run a batch: ``x`` is (N, C, H, W) or (N, F); returns float32 (N, ...)."""
+        array = np.asarray(x)
+        if array.dtype.kind != "f":
+            raise InputError(f"input dtype {array.dtype} is not floating point; convert explicitly, "
+                             "e.g. x.astype(np.float32) / 255 for 8-bit images")
+        if array.ndim not in (2, 4):
+            hint = "; add a batch dimension, e.g. x[None]" if array.ndim in (1, 3) else ""
+            raise ShapeError(f"input of shape {array.shape} must be (N, C, H, W) or (N, F){hint}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise InputError(f"input of shape {array.shape} contains NaN or Inf")
+        try:
+            return self._engine.forward(array)
+        except ShapeError as exc:
+            raise ShapeError(f"input of shape {array.shape}: {exc}") from None
+
+    def output_shape(self, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+        """One sample's output shape for one sample's input shape."""
+        shape = input_shape if input_shape is not None else self.input_shape
+        if shape is None:
+            raise ShapeError("no input shape given and the model has none")
+        return tuple(self._engine.output_shape(list(shape)))
+
+    # -------------------------------------------------------------- inspection
+    @property
+    def nnz(self) -> int:
+        return sum(layer.nnz for layer in self.layers)
+
+    @property
+    def parameters(self) -> int:
+        """Dense parameter count (weights and biases)."""
+        return sum(layer.dense_bytes for layer in self.layers) // 4
+
+    def summary(self) -> str:
+        """A per-layer table: kind, shape, nnz, density, storage, bytes stored, dense bytes, backend."""
+        header = ("layer", "kind", "weight shape", "nnz", "density", "storage", "stored", "dense", "backend")
+        rows = [header]
+        for layer in self.layers:
+            weighted = isinstance(layer, _Weighted)
+            rows.append((
+                layer.name, layer.kind,
+                "x".join(map(str, layer.shape)) if weighted else "-",
+                f"{layer.nnz:,}" if weighted else "-",
+                f"{100 * layer.density:.1f}%" if weighted else "-",
+                layer.storage if weighted else "-",
+                _human_bytes(layer.stored_bytes) if weighted else "-",
+                _human_bytes(layer.dense_bytes) if weighted else "-",
+                layer.backend or "-",
+            ))
+        stored = sum(layer.stored_bytes for layer in self.layers)
+        dense = sum(layer.dense_bytes for layer in self.layers)
+        total_dense_params = self.parameters
+        density = self.nnz / max(1, sum(l.weight.rows * l.weight.cols for l in self.layers if isinstance(l, _Weighted)))
+        rows.append(("total", "", "", f"{self.nnz:,}", f"{100 * density:.1f}%", "",
+                     _human_bytes(stored), _human_bytes(dense), self.backend))
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
+        lines = []
+        for index, row in enumerate(rows):
+            if index == len(rows) - 1:
+                lines.append("  ".join("-" * w for w in widths))
+            lines.append("  ".join(str(cell).ljust(w) if i < 3 else str(cell).rjust(w)
+                                   for i, (cell, w) in enumerate(zip(row, widths))).rstrip())
+            if index == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        title = f"{self.name or 'model'}: {len(self.layers)} layers, {total_dense_params:,} dense parameters"
+        if self.input_shape:
+            title += f", input {self.input_shape}"
+        return title + "\n" + "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Model(name={self.name!r}, layers={len(self.layers)}, backend={self.backend!r})"
+
+    # ------------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike, compress: bool = False) -> None:
+        """Write the sparsenet ``.npz`` format (see docs/format.md)."""
+        from .format import save_model
+
+        save_model(self, path, compress=compress)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str = "auto", arch: str | None = None, **options: Any) -> "Model":
+        """Load a sparsenet ``.npz``, or, with ``arch``, weights exported by other tools.
+
+        ``arch`` names a built-in architecture (see ``sparsenet.models``); the file
+        may then hold PyTorch-style dense arrays, scipy CSR groups or TensorFlow
+        SparseTensor triplets (docs/format.md lists the key conventions).
+        ``options``: ``max_bytes`` (read limit), ``tf_fc_layout`` ("in_out" or
+        "out_in") and ``flatten_order`` ("chw" or "hwc") for TensorFlow exports.
+        """
+        from .format import load_model
+
+        return load_model(path, backend=backend, arch=arch, **options)
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
