@@ -1,0 +1,138 @@
+"""The ``sparsenet`` command: ``inspect`` a model file, ``bench`` sparse vs dense."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Sequence
+
+import numpy as np
+
+from . import get_num_threads, kernel_info, set_num_threads
+from .errors import ModelError
+from .format import file_sizes
+from .model import Model, _human_bytes
+from .models import ARCHITECTURES, random_model
+
+BUILTIN_DEFAULT = ("lenet5", "mnist_cnn", "vgg16")
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + message)
+    else:
+        sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _clear_progress() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def _median_latency(model: Model, x: np.ndarray, min_time: float, max_runs: int, label: str) -> float:
+    model(x)  # warm-up: first-touch of buffers, thread pool start
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_runs and (len(times) < 3 or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+        _progress(f"  {label}: run {len(times)}, median {1e3 * float(np.median(times)):.3f} ms")
+    return float(np.median(times))
+
+
+def _load(source: str, backend: str, arch: str | None) -> Model:
+    if source in ARCHITECTURES:
+        return random_model(source, backend=backend)
+    return Model.load(source, backend=backend, arch=arch)
+
+
+def _bench_one(source: str, args: argparse.Namespace) -> list[str]:
+    _progress(f"{source}: building sparse and dense models")
+    sparse = _load(source, "sparse", args.arch)
+    dense = _load(source, "dense", args.arch)
+    auto = _load(source, "auto", args.arch)
+    _clear_progress()
+    print(sparse.summary())
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = file_sizes(sparse, tmp)
+    print(f"file size: sparsenet {_human_bytes(sizes['sparsenet'])}, dense fp32 .npz {_human_bytes(sizes['dense'])} "
+          f"({sizes['dense'] / sizes['sparsenet']:.1f}x smaller)")
+    input_shape = sparse.input_shape or args.input_shape
+    if input_shape is None:
+        raise ModelError(f"{source}: the file records no input shape; pass --input-shape")
+    rows = []
+    rng = np.random.default_rng(0)
+    for batch in args.batch:
+        if input_shape == (3, 224, 224) and batch > 8 and not args.full:
+            print(f"  (skipping batch {batch} for {source}: pass --full to run it)")
+            continue
+        x = rng.standard_normal((batch, *input_shape)).astype(np.float32)
+        result = {}
+        for name, model in (("sparse", sparse), ("dense", dense), ("auto", auto)):
+            result[name] = _median_latency(model, x, args.min_time, args.max_runs, f"{source} batch {batch} {name}")
+        _clear_progress()
+        err = float(np.abs(sparse(x) - dense(x)).max() / max(1e-30, float(np.abs(dense(x)).max())))
+        rows.append((source, batch, result, err))
+    print()
+    return [f"{s:<14} {b:>5}  {1e3 * r['sparse']:>10.3f}  {1e3 * r['dense']:>10.3f}  {1e3 * r['auto']:>10.3f}"
+            f"  {r['dense'] / r['sparse']:>7.2f}x  {r['dense'] / r['auto']:>7.2f}x  {e:9.1e}" for s, b, r, e in rows]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.threads:
+        set_num_threads(args.threads)
+    info = kernel_info()
+    print(f"sparsenet bench: {info['isa']} kernels, {get_num_threads()} threads, BLAS {info['blas']}\n")
+    sources = BUILTIN_DEFAULT if args.source in (None, "builtin") else (args.source,)
+    lines = []
+    for source in sources:
+        lines += _bench_one(source, args)
+    print("median latency (ms); speedup = dense / sparse; max |sparse - dense| / max |dense|")
+    print(f"{'model':<14} {'batch':>5}  {'sparse':>10}  {'dense':>10}  {'auto':>10}  {'speedup':>8}  {'auto':>8}  {'rel err':>9}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model = Model.load(args.file, arch=args.arch) if args.file not in ARCHITECTURES else random_model(args.file)
+    print(model.summary())
+    if os.path.exists(args.file):
+        print(f"file: {args.file}, {_human_bytes(os.path.getsize(args.file))}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sparsenet", description="Sparse neural-network inference engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    inspect = sub.add_parser("inspect", help="print the per-layer summary of a model file")
+    inspect.add_argument("file", help="a .npz model file, or a built-in architecture name")
+    inspect.add_argument("--arch", help="architecture for weights exported by other tools")
+    inspect.set_defaults(func=cmd_inspect)
+
+    bench = sub.add_parser("bench", help="run sparse and dense backends side by side")
+    bench.add_argument("source", nargs="?", default="builtin",
+                       help="a .npz model file, a built-in architecture name, or 'builtin' "
+                            f"({', '.join(BUILTIN_DEFAULT)} at Han et al.'s densities; the default)")
+    bench.add_argument("--arch", help="architecture for weights exported by other tools")
+    bench.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default: 1 64)")
+    bench.add_argument("--threads", type=int, help="threads for sparse kernels and BLAS (default: all cores)")
+    bench.add_argument("--input-shape", type=lambda s: tuple(int(d) for d in s.split(",")),
+                       help="one sample's shape, e.g. 1,28,28, for files that do not record it")
+    bench.add_argument("--min-time", type=float, default=1.0, help="seconds to spend per measurement (default 1)")
+    bench.add_argument("--max-runs", type=int, default=200, help="runs per measurement at most (default 200)")
+    bench.add_argument("--full", action="store_true", help="include VGG batches above 8")
+    bench.set_defaults(func=cmd_bench)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ModelError, FileNotFoundError) as exc:
+        print(f"sparsenet: error: {exc}", file=sys.stderr)
+        return 2
