@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
 
 #include "blas.h"
@@ -26,6 +27,13 @@ int64_t numel(const Shape& s) {
   int64_t n = 1;
   for (int64_t d : s) n *= d;
   return n;
+}
+
+// Window parameters below 2^31 keep every size computation far from int64 overflow.
+bool window_in_range(std::initializer_list<int64_t> values) {
+  for (int64_t v : values)
+    if (v >= (int64_t{1} << 31)) return false;
+  return true;
 }
 
 std::string dims(int64_t a, int64_t b) {
@@ -206,8 +214,8 @@ Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int6
       pad_h_(pad_h),
       pad_w_(pad_w) {
   if (in_channels < 1 || kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 ||
-      pad_h < 0 || pad_w < 0)
-    throw FormatError(describe("in_channels, kernel size and stride must be >= 1 and padding >= 0"));
+      pad_h < 0 || pad_w < 0 || !window_in_range({kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w}))
+    throw FormatError(describe("in_channels, kernel size and stride must be >= 1 and padding >= 0, all below 2^31"));
   if (in_channels * kernel_h * kernel_w != cols())
     throw WeightError(describe(("weight has " + std::to_string(cols()) +
                                 " columns but in_channels * kernel_h * kernel_w = " +
@@ -289,8 +297,9 @@ Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel
       pad_w_(pad_w),
       ceil_mode_(ceil_mode),
       count_include_pad_(count_include_pad) {
-  if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0)
-    throw FormatError(describe("kernel size and stride must be >= 1 and padding >= 0"));
+  if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0 ||
+      !window_in_range({kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w}))
+    throw FormatError(describe("kernel size and stride must be >= 1 and padding >= 0, all below 2^31"));
   if (2 * pad_h > kernel_h || 2 * pad_w > kernel_w)
     throw FormatError(describe("padding must be at most half the kernel size"));
 }

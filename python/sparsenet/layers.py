@@ -23,11 +23,14 @@ def _narrowest_unsigned(max_value: int) -> np.dtype:
 
 
 def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
+    def is_int(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**31
+
+    if is_int(value):
         return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value):
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
         return int(value[0]), int(value[1])
-    raise FormatError(f"layer '{layer}': {what} must be an int or a pair of ints, got {value!r}")
+    raise FormatError(f"layer '{layer}': {what} must be an int or a pair of ints in [0, 2^31), got {value!r}")
 
 
 class SparseWeight:
