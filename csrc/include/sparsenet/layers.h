@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,13 @@ class WeightedLayer : public Layer {
   // The sparse product on the calling thread only (the caller runs in parallel).
   void sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y, size_t ldy,
                             bool relu) const;
+  // The sparse product with the column indices replaced by `offsets` (nnz
+  // entries): Y[r][c] = act(sum_k value_k * x[offsets_k + c] + bias[r]) for r in
+  // [row_begin, row_end), c in [0, n). Direct convolution uses it with offsets
+  // into a padded input image.
+  void sparse_offsets_tile(const uint32_t* offsets, const float* x, size_t row_begin,
+                           size_t row_end, size_t n, float* y, size_t ldy, bool relu) const;
+  const CsrMatrix& sparse_weight() const { return sparse_; }
 
  private:
   void sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
@@ -139,7 +147,11 @@ class Linear : public WeightedLayer {
 // 2-D convolution (NCHW, no groups or dilation): weight is
 // out_channels x (in_channels * kernel_h * kernel_w), column index
 // (c * kernel_h + i) * kernel_w + j, as PyTorch's (O, I, kh, kw) flattened.
-// Computed per image as W times the im2col patch matrix.
+// Dense: per image, W times the im2col patch matrix (sgemm). Sparse, stride 1:
+// direct sparse convolution (Park et al., ICLR 2017) -- each nonzero's column
+// becomes an offset into the zero-padded input, so an output row is a sum of
+// weights times contiguous input runs, with no im2col lowering. Sparse, other
+// strides: im2col then CSR SpMM.
 class Conv2d : public WeightedLayer {
  public:
   Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,
@@ -153,7 +165,16 @@ class Conv2d : public WeightedLayer {
 
  private:
   bool is_pointwise() const;  // 1x1, stride 1, no padding: im2col is the input itself
+  bool uses_direct() const;    // sparse, stride 1, not pointwise
+  // Offsets into a padded (C, height + 2*pad_h, width + 2*pad_w) image, cached per size.
+  std::shared_ptr<const std::vector<uint32_t>> direct_offsets(int64_t height, int64_t width) const;
+  void forward_direct(const TensorView& in, const MutableTensorView& out,
+                      const ForwardContext& ctx) const;
+
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
+  mutable std::mutex offsets_mutex_;
+  mutable int64_t offsets_height_ = -1, offsets_width_ = -1;
+  mutable std::shared_ptr<const std::vector<uint32_t>> offsets_;
 };
 
 enum class PoolMode { kMax, kAverage };
