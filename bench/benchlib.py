@@ -1,0 +1,305 @@
+"""Shared pieces of the benchmark suite: the case lists, the model cache, the
+FLOP and byte accounting, the timing loop and the sparse/dense ratio table.
+
+Every case is measured twice, once per backend, on the same weights; the two
+land in one pytest-benchmark group so that the ratio of their medians is the
+number that matters (absolute times on a shared machine mean little).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pytest
+
+import sparsenet
+from sparsenet.models import VGG16, random_pruned_weight
+
+BACKENDS = ("sparse", "dense")
+BATCHES = (1, 64)
+
+# Fully connected shapes as (in_features, out_features), the issue's "784->300" order.
+FC_SHAPES = ((784, 300), (800, 500), (3136, 1024), (4096, 4096), (25088, 4096), (4096, 1000))
+FC_DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02)
+
+# Timing: a round is at least this long (tiny calls are repeated inside a round,
+# so the timer's own cost stays well below 1 %), and no case runs more rounds
+# than this, whatever --benchmark-max-time allows.
+MIN_ROUND_SECONDS = 20e-6
+MAX_ROUNDS = 2000
+
+LARGE_REASON = ("batch-64 convolution and VGG-16 cases take minutes on a few cores: "
+                "opt in with --large-batches or SPARSENET_BENCH_LARGE=1")
+
+
+def percent(density: float) -> str:
+    return f"{round(100 * density, 1):g}"
+
+
+# ----------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class LayerCase:
+    """One weighted layer at one density; batch and backend are separate parameters."""
+
+    kind: str                   # "fc" or "conv"
+    name: str                   # "4096x4096" (in x out) or "conv3_1"
+    weight_shape: tuple         # (out, in) or (O, I, kh, kw)
+    sample_shape: tuple         # one input sample: (in,) or (C, H, W)
+    density: float
+    padding: int = 0
+
+    @property
+    def key(self) -> tuple:
+        return (self.kind, self.weight_shape, self.sample_shape, self.density, self.padding)
+
+    def describe(self) -> str:
+        if self.kind == "fc":
+            return f"fc {self.name}"
+        out_channels, in_channels, kh, kw = self.weight_shape
+        return f"conv {self.name} {in_channels}x{out_channels} {kh}x{kw} @{self.sample_shape[1]}"
+
+    def group(self, batch: int) -> str:
+        return f"{self.describe()} d{percent(self.density)}% b{batch}"
+
+    def case_id(self, batch: int, backend: str) -> str:
+        return f"{self.kind}-{self.name}-d{percent(self.density)}-b{batch}-{backend}"
+
+    def build_weights(self) -> tuple[sparsenet.SparseWeight, np.ndarray]:
+        # Seeded by the case, so a rerun (or a -k subset) measures the same weights.
+        rng = np.random.default_rng([*self.weight_shape, round(self.density * 1000)])
+        weight = random_pruned_weight(self.weight_shape, self.density, rng, context=f"bench {self.describe()}")
+        bias = (rng.standard_normal(self.weight_shape[0]) * 0.01).astype(np.float32)
+        return weight, bias
+
+    def build_model(self, weights: tuple[sparsenet.SparseWeight, np.ndarray], backend: str) -> sparsenet.Model:
+        weight, bias = weights
+        if self.kind == "fc":
+            layer = sparsenet.Linear(weight, bias)
+        else:
+            layer = sparsenet.Conv2d(weight, bias, padding=self.padding)
+        return sparsenet.Model([layer], backend=backend)
+
+
+def fc_cases() -> list[LayerCase]:
+    return [LayerCase("fc", f"{fin}x{fout}", (fout, fin), (fin,), density)
+            for fin, fout in FC_SHAPES for density in FC_DENSITIES]
+
+
+def vgg16_conv_cases() -> list[LayerCase]:
+    """The 13 VGG-16 convolutions at Han et al.'s densities, read from
+    ``sparsenet.models.VGG16`` so the bench measures what the model runs."""
+    cases = []
+    for spec in VGG16.weighted():
+        if spec.kind != "conv2d":
+            continue
+        block = int(spec.name[len("conv"):].split("_")[0])
+        size = 224 >> (block - 1)  # each block ends in a 2x2 pool
+        cases.append(LayerCase("conv", spec.name, spec.weight_shape, (spec.weight_shape[1], size, size),
+                               VGG16.han_densities[spec.name], spec.padding))
+    return cases
+
+
+def layer_params(cases: Iterable[LayerCase], batches: Sequence[int], large_batches: Sequence[int] = ()) -> list:
+    """pytest params in run order: case, then batch, then backend, so the cache
+    below builds each case's weights once and sparse/dense run back to back."""
+    params = []
+    for case in cases:
+        for batch in (*batches, *large_batches):
+            marks = [pytest.mark.large] if batch in large_batches else []
+            for backend in BACKENDS:
+                params.append(pytest.param(case, batch, backend, id=case.case_id(batch, backend), marks=marks))
+    return params
+
+
+# ----------------------------------------------------------------------- cache
+class ModelCache:
+    """Weights and models of the most recent case only.
+
+    Tests run case by case (see ``layer_params``), so one entry is enough to build
+    every case once, and it bounds memory: 25088x4096 at 100 % is about 3 GB
+    (int64 indices on the Python side, the CSR copy, the dense copy).
+    """
+
+    def __init__(self) -> None:
+        self._key: Any = None
+        self._shared: Any = None
+        self._models: dict[str, Any] = {}
+
+    def get(self, key: Any, backend: str, make_shared: Callable[[], Any],
+            make_model: Callable[[Any, str], Any]) -> Any:
+        if key != self._key:
+            self._key, self._shared, self._models = None, None, {}
+            gc.collect()  # free the previous case before allocating the next
+            self._shared = make_shared()
+            self._key = key
+        if backend not in self._models:
+            self._models[backend] = make_model(self._shared, backend)
+        return self._models[backend]
+
+
+def make_input(sample_shape: Sequence[int], batch: int) -> np.ndarray:
+    rng = np.random.default_rng(12345)
+    return rng.standard_normal((batch, *sample_shape), dtype=np.float32)
+
+
+# ------------------------------------------------------------------ accounting
+def csr_engine_bytes(rows: int, cols: int, nnz: int) -> int:
+    """Bytes of a CSR weight as the engine holds it (csrc/src/csr.cc): float32
+    values, uint16 column indices when cols <= 65536 else uint32, uint32 row pointers."""
+    index_bytes = 2 if cols <= 65536 else 4
+    return nnz * (4 + index_bytes) + (rows + 1) * 4
+
+
+def model_cost(model: sparsenet.Model, sample_shape: Sequence[int], batch: int) -> dict:
+    """FLOPs and bytes of one forward call, summed over the weighted layers.
+
+    real FLOPs = 2 * nnz * batch * spatial, dense-equivalent = 2 * rows * cols *
+    batch * spatial (spatial = output pixels of a convolution, 1 for Linear).
+    Bytes = each weighted layer's weight as its backend stores it, plus its input
+    and output activations; bias, im2col scratch and pooling traffic are not counted.
+    """
+    shape = tuple(int(d) for d in sample_shape)
+    flop_real = flop_dense = weight_bytes = activation_bytes = 0
+    nnz = dense_params = 0
+    # The engine's own shape inference, so the counts follow what actually runs.
+    for layer, core in zip(model.layers, model._core_layers):
+        out_shape = tuple(core.output_shape(list(shape)))
+        if isinstance(layer, (sparsenet.Linear, sparsenet.Conv2d)):
+            rows, cols, layer_nnz = layer.weight.rows, layer.weight.cols, layer.nnz
+            spatial = int(np.prod(out_shape[1:])) if isinstance(layer, sparsenet.Conv2d) else 1
+            flop_real += 2 * layer_nnz * batch * spatial
+            flop_dense += 2 * rows * cols * batch * spatial
+            weight_bytes += rows * cols * 4 if layer.backend == "dense" else csr_engine_bytes(rows, cols, layer_nnz)
+            activation_bytes += 4 * batch * (int(np.prod(shape)) + int(np.prod(out_shape)))
+            nnz += layer_nnz
+            dense_params += rows * cols
+        shape = out_shape
+    return {
+        "nnz": nnz,
+        "dense_params": dense_params,
+        "flop_real": flop_real,
+        "flop_dense_equivalent": flop_dense,
+        "weight_bytes": weight_bytes,
+        "bytes_moved": weight_bytes + activation_bytes,
+        "output_shape": list(shape),
+    }
+
+
+# ---------------------------------------------------------------------- timing
+def _time_call(function: Callable, x: np.ndarray) -> float:
+    start = time.perf_counter()
+    function(x)
+    return time.perf_counter() - start
+
+
+def plan_rounds(seconds_per_call: float, max_time: float, min_rounds: int) -> tuple[int, int]:
+    """(rounds, iterations): enough rounds to fill ``max_time`` (at least
+    ``min_rounds``, at most MAX_ROUNDS); tiny calls repeated within a round."""
+    iterations = max(1, math.ceil(MIN_ROUND_SECONDS / max(seconds_per_call, 1e-9)))
+    round_seconds = seconds_per_call * iterations
+    rounds = max(min_rounds, min(MAX_ROUNDS, math.ceil(max_time / round_seconds)))
+    return rounds, iterations
+
+
+def run_case(benchmark: Any, config: pytest.Config, model: sparsenet.Model, x: np.ndarray, *, group: str,
+             backend: str, info: dict) -> None:
+    """Time ``model(x)`` and record what the ratio table and the JSON need."""
+    benchmark.group = group
+    forward = model.forward
+    rounds = iterations = 1
+    if benchmark.enabled:
+        forward(x)  # warm-up: buffer first-touch, thread pool and BLAS threads awake
+        estimate = _time_call(forward, x)
+        if estimate < 1e-3:  # cheap to re-check, and one call may have hit a hiccup
+            estimate = min(estimate, *(_time_call(forward, x) for _ in range(5)))
+        rounds, iterations = plan_rounds(estimate, float(config.getoption("benchmark_max_time")),
+                                         int(config.getoption("benchmark_min_rounds")))
+    benchmark.pedantic(forward, args=(x,), rounds=rounds, iterations=iterations, warmup_rounds=0)
+
+    batch = x.shape[0]
+    cost = model_cost(model, x.shape[1:], batch)
+    extra = benchmark.extra_info
+    extra.update(info)
+    extra.update(backend=backend, batch=batch, input_shape=list(x.shape[1:]), threads=sparsenet.get_num_threads(),
+                 isa=sparsenet.kernel_info()["isa"], rounds=rounds, iterations=iterations, **cost)
+    extra["density_actual"] = cost["nnz"] / max(1, cost["dense_params"])
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing measured
+        return
+    median = benchmark.stats.stats.median
+    extra.update(rates(cost, median))
+    record(config, group, backend, median, dict(extra))
+
+
+def rates(cost: dict, median: float) -> dict:
+    return {
+        "median_s": median,
+        "gflops_real": cost["flop_real"] / median / 1e9,
+        "gflops_dense_equivalent": cost["flop_dense_equivalent"] / median / 1e9,
+        "gbytes_per_s": cost["bytes_moved"] / median / 1e9,
+    }
+
+
+# ----------------------------------------------------------------- ratio table
+RESULTS = pytest.StashKey[list]()
+
+
+def record(config: pytest.Config, group: str, backend: str, median: float, info: dict) -> None:
+    config.stash.setdefault(RESULTS, []).append({"group": group, "backend": backend, "median": median,
+                                                 "extra_info": info})
+
+
+def pair_up(records: Iterable[dict]) -> list[dict]:
+    """One row per group, in run order: both medians and the speedup."""
+    rows: dict[str, dict] = {}
+    for rec in records:
+        row = rows.setdefault(rec["group"], {"group": rec["group"]})
+        row[rec["backend"]] = rec
+    for row in rows.values():
+        if "sparse" in row and "dense" in row:
+            row["speedup"] = row["dense"]["median"] / row["sparse"]["median"]
+    return list(rows.values())
+
+
+def _format_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale or unit == "us":
+            return f"{seconds / scale:#.3g} {unit}" if seconds / scale < 100 else f"{seconds / scale:.0f} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def ratio_table(rows: Sequence[dict]) -> list[str]:
+    """The table printed at the end of a run (and stored in the JSON)."""
+    header = ("case", "nnz", "sparse", "dense", "speedup", "sparse GFLOP/s", "dense-eq", "dense GFLOP/s",
+              "sparse GB/s", "dense GB/s")
+    lines = [header]
+
+    def cell(row: dict, backend: str, field: str, form: str = "{:.1f}") -> str:
+        rec = row.get(backend)
+        return form.format(rec["extra_info"][field]) if rec else "-"
+
+    for row in rows:
+        any_rec = row.get("sparse") or row.get("dense")
+        lines.append((
+            row["group"],
+            f"{any_rec['extra_info']['nnz']:,}",
+            _format_time(row["sparse"]["median"]) if "sparse" in row else "-",
+            _format_time(row["dense"]["median"]) if "dense" in row else "-",
+            f"{row['speedup']:.2f}x" if "speedup" in row else "-",
+            cell(row, "sparse", "gflops_real"),
+            cell(row, "sparse", "gflops_dense_equivalent"),
+            cell(row, "dense", "gflops_dense_equivalent"),
+            cell(row, "sparse", "gbytes_per_s"),
+            cell(row, "dense", "gbytes_per_s"),
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = []
+    for index, line in enumerate(lines):
+        out.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        if index == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return out
