@@ -33,7 +33,7 @@ def save_model(model: Model, path: str | os.PathLike, compress: bool = False) ->
         entry: dict[str, Any] = {"name": layer.name, "kind": layer.kind, **layer.config()}
         if isinstance(layer, _Weighted):
             w = layer.weight
-            storage = w.storage()
+            storage = w.storage(layer.name)
             entry["weight"] = {"shape": list(w.shape), "storage": storage, "nnz": w.nnz}
             entry["bias"] = layer.bias is not None
             if storage == "csr":

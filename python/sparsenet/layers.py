@@ -22,6 +22,14 @@ def _narrowest_unsigned(max_value: int) -> np.dtype:
     raise WeightError(f"value {max_value} does not fit any unsigned integer type")
 
 
+# What np.savez stores per member besides the array bytes: a 128-byte .npy
+# header, a zip local header (30 bytes, the name, a 20-byte zip64 extra field)
+# and a central-directory entry (46 bytes and the name again).
+def _npz_member_overhead(key: str) -> int:
+    name = len(key.encode()) + len(".npy")
+    return 128 + 30 + name + 20 + 46 + name
+
+
 def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**31
@@ -140,11 +148,16 @@ class SparseWeight:
     def dense_bytes(self) -> int:
         return self.rows * self.cols * 4
 
-    def storage(self) -> str:
-        return "csr" if self.csr_bytes() < self.dense_bytes() else "dense"
+    def storage(self, name: str = "") -> str:
+        """"csr" or "dense", whichever gives the smaller file: the array bytes plus
+        what np.savez adds per member (CSR takes three, ``name.weight.data`` etc.;
+        dense one, ``name.weight``), so small layers never grow the file."""
+        key = f"{name}.weight"
+        csr = self.csr_bytes() + sum(_npz_member_overhead(f"{key}.{part}") for part in ("data", "indices", "indptr"))
+        return "csr" if csr < self.dense_bytes() + _npz_member_overhead(key) else "dense"
 
-    def stored_bytes(self) -> int:
-        return min(self.csr_bytes(), self.dense_bytes())
+    def stored_bytes(self, name: str = "") -> int:
+        return self.csr_bytes() if self.storage(name) == "csr" else self.dense_bytes()
 
 
 class Layer:
@@ -205,11 +218,11 @@ class _Weighted(Layer):
 
     @property
     def storage(self) -> str:
-        return self.weight.storage()
+        return self.weight.storage(self.name or "")
 
     @property
     def stored_bytes(self) -> int:
-        return self.weight.stored_bytes() + (self.bias.nbytes if self.bias is not None else 0)
+        return self.weight.stored_bytes(self.name or "") + (self.bias.nbytes if self.bias is not None else 0)
 
     @property
     def dense_bytes(self) -> int:
