@@ -7,8 +7,9 @@ matched case-insensitively) the file may hold:
   (out, in), and ``N.bias``;
 * scipy CSR groups, as ``scipy.sparse.save_npz`` writes a matrix:
   ``N.weight.data``, ``N.weight.indices``, ``N.weight.indptr``,
-  ``N.weight.shape`` (also under the prefixes ``N.weight/`` or ``N/``), with the
-  matrix view (O, I*kh*kw) or (out, in), and ``N.bias``;
+  ``N.weight.shape``, optionally ``N.weight.format`` (which must say csr) and
+  ``N.weight._is_array`` (also under the prefixes ``N.weight/`` or ``N/``),
+  with the matrix view (O, I*kh*kw) or (out, in), and ``N.bias``;
 * TensorFlow SparseTensor triplets: ``w_N`` values, ``w_N_idx`` indices
   [nnz, rank], ``w_N_shape`` dense shape, and ``b_N`` bias (a dense ``w_N``
   without ``_idx`` is read too), in TensorFlow's kernel layouts
@@ -170,6 +171,17 @@ def _layer_weights(keys: _Keys, spec: LayerSpec, options: dict, fed_by) -> tuple
         prefix = _find_group(keys, names)
         if prefix is not None:
             parts = {p: keys.read(keys.find(prefix + p), "iuf" if p == "data" else "iu", context) for p in _GROUP_PARTS}
+            format_key = keys.find(prefix + "format")  # save_npz records the sparse format too
+            if format_key is not None:
+                stored = keys.read(format_key, "SU", context)
+                value = stored.item() if stored.shape == () else None
+                value = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+                if value != "csr":
+                    raise FormatError(f"{keys.archive.path}: {context} key '{format_key}': sparse format {value!r}; "
+                                      "only CSR groups can be read (convert with .tocsr())")
+            is_array_key = keys.find(prefix + "_is_array")  # save_npz of a scipy sparse array, not matrix
+            if is_array_key is not None:
+                keys.read(is_array_key, "b", context)
             group_shape = tuple(int(d) for d in parts["shape"].reshape(-1))
             if group_shape != matrix_shape:
                 raise FormatError(f"{keys.archive.path}: {context} key '{prefix}shape': {group_shape}, expected "
