@@ -70,11 +70,17 @@ def load_model(path: str | os.PathLike, backend: str = "auto", arch: str | None 
             raise FormatError(f"{archive.path}: no '{GRAPH_KEY}' graph, so this is not a sparsenet model file; "
                               "to load weights exported by another tool pass arch= (lenet_300_100, lenet5, "
                               "mnist_cnn, vgg16, vgg19)")
-    if backend == "dense":
-        dense = sum(layer.weight.dense_bytes() for layer in model.layers if isinstance(layer, _Weighted))
-        if dense > max_bytes:
-            raise FormatError(f"{path}: the dense backend would need {dense} bytes of weights, over max_bytes={max_bytes}")
     return model
+
+
+def check_dense_budget(archive: NpzArchive, weights: list[SparseWeight], backend: str) -> None:
+    """Refuse, before any layer is built, a dense backend whose weights would
+    exceed the archive's max_bytes (a small file can declare a huge sparse weight)."""
+    if backend == "dense":
+        dense = sum(weight.dense_bytes() for weight in weights)
+        if dense > archive.max_bytes:
+            raise FormatError(f"{archive.path}: the dense backend would need {dense} bytes of weights, "
+                              f"over max_bytes={archive.max_bytes}")
 
 
 def _field(entry: dict, key: str, kind: type | tuple, where: str) -> Any:
@@ -162,6 +168,7 @@ def _load_native(archive: NpzArchive, backend: str) -> Model:
                                     or not all(isinstance(d, int) and 0 < d < 2**31 for d in input_shape)):
         raise FormatError(f"{archive.path}: input_shape {input_shape!r} is not a list of positive ints")
     name = graph.get("name")
+    check_dense_budget(archive, [layer.weight for layer in layers if isinstance(layer, _Weighted)], backend)
     return Model(layers, backend=backend, input_shape=input_shape, name=name if isinstance(name, str) else None)
 
 

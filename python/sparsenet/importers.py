@@ -30,6 +30,7 @@ import numpy as np
 
 from ._npz import NpzArchive
 from .errors import FormatError
+from .format import check_dense_budget
 from .layers import SparseWeight
 from .model import Model
 from .models import Architecture, LayerSpec, build, get_architecture
@@ -223,4 +224,5 @@ def import_arch(archive: NpzArchive, arch: str, backend: str, **options: Any) ->
     unused = sorted(set(archive.keys()) - keys.used)
     if unused:
         warnings.warn(f"{archive.path}: keys not used by architecture {arch!r}: {', '.join(unused)}", stacklevel=3)
+    check_dense_budget(archive, [weight for weight, _ in weights.values()], backend)
     return build(spec, weights, backend)
