@@ -92,7 +92,10 @@ class Model:
 
     def forward(self, x: Any) -> np.ndarray:
         """Run a batch: ``x`` is (N, C, H, W) or (N, F); returns float32 (N, ...)."""
-        array = np.asarray(x)
+        try:
+            array = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+            raise InputError(f"input cannot be converted to an array: {exc}") from None
         if array.dtype.kind != "f":
             raise InputError(f"input dtype {array.dtype} is not floating point; convert explicitly, "
                              "e.g. x.astype(np.float32) / 255 for 8-bit images")
