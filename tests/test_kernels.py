@@ -1,0 +1,289 @@
+"""Every CSR microkernel (csrmv / csrmm, 16- and 32-bit indices, scalar and AVX2)
+against NumPy, and AVX2 against its scalar twin, on edge shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparsenet import FormatError, ShapeError, WeightError, _core
+
+from conftest import HAS_AVX2, ISAS, csr_arrays, needs_avx2, sparse_dense_array
+
+MARKER = np.float32(-12345.0)
+INDEX_BITS = [16, 32]
+RTOL = 1e-5
+
+
+def run_kernel(isa, dense, x, bias=None, relu=False, index_bits=16, indptr=None, indices=None, data=None,
+               **ranges):
+    rows, cols = dense.shape
+    if indptr is None:
+        indptr, indices, data = csr_arrays(dense)
+    return _core._raw_csr_kernel(isa, rows, cols, indptr, indices, data, x, bias=bias, relu=relu,
+                                 index_bits=index_bits, **ranges)
+
+
+def reference(dense, x, bias=None, relu=False):
+    y = dense.astype(np.float64) @ x.astype(np.float64)
+    if bias is not None:
+        y = (y.T + bias.astype(np.float64)).T
+    return np.maximum(y, 0.0) if relu else y
+
+
+def check(actual, expected):
+    """Relative agreement scaled by the magnitude of the summed terms."""
+    assert actual.dtype == np.float32
+    assert actual.shape == expected.shape
+    scale = max(float(np.abs(expected).max()) if expected.size else 0.0, 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=RTOL * scale)
+
+
+def make_x(rng, cols, n):
+    shape = (cols,) if n is None else (cols, n)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+# ------------------------------------------------------------------ csrmv
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.01])
+@pytest.mark.parametrize("rows,cols", [(1, 1), (7, 13), (33, 100), (64, 257), (5, 2000)])
+@pytest.mark.parametrize("epilogue", ["none", "bias", "bias+relu", "relu"])
+def test_csrmv_matches_numpy(rng, isa, index_bits, density, rows, cols, epilogue):
+    dense = sparse_dense_array((rows, cols), density, rng)
+    x = make_x(rng, cols, None)
+    bias = rng.standard_normal(rows).astype(np.float32) if "bias" in epilogue else None
+    relu = "relu" in epilogue
+    y = run_kernel(isa, dense, x, bias, relu, index_bits)
+    check(y, reference(dense, x, bias, relu))
+    if relu:
+        assert (y >= 0).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [None, 1, 3, 7, 8, 9, 31, 32, 33, 65])
+def test_row_nnz_tails(rng, isa, index_bits, n):
+    """Row r holds exactly r nonzeros (0..49): every tail of the 16/8-wide
+    gather loop and of the even/odd accumulator pairs."""
+    rows, cols = 50, 61
+    dense = np.zeros((rows, cols), np.float32)
+    for r in range(rows):
+        columns = rng.choice(cols, size=r, replace=False)
+        dense[r, columns] = rng.standard_normal(r) + 3.0  # never 0
+    x = make_x(rng, cols, n)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    y = run_kernel(isa, dense, x, bias, False, index_bits)
+    check(y, reference(dense, x, bias))
+
+
+# ------------------------------------------------------------------ csrmm
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 31, 32, 33, 65])
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.01])
+def test_csrmm_matches_numpy(rng, isa, index_bits, n, density):
+    rows, cols = 23, 45
+    dense = sparse_dense_array((rows, cols), density, rng)
+    x = make_x(rng, cols, n)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    check(run_kernel(isa, dense, x, bias, False, index_bits), reference(dense, x, bias))
+    check(run_kernel(isa, dense, x, None, True, index_bits), reference(dense, x, None, True))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [None, 5, 40])
+def test_empty_rows(rng, isa, index_bits, n):
+    """Rows without nonzeros give bias (after ReLU) or exactly 0."""
+    dense = sparse_dense_array((12, 30), 0.5, rng)
+    empty = [0, 3, 4, 11]
+    dense[empty] = 0
+    x = make_x(rng, 30, n)
+    bias = rng.standard_normal(12).astype(np.float32)
+    y = run_kernel(isa, dense, x, bias, True, index_bits)
+    check(y, reference(dense, x, bias, True))
+    assert np.array_equal(y[empty], reference(dense, x, bias, True)[empty].astype(np.float32))
+    y = run_kernel(isa, dense, x, None, False, index_bits)
+    assert not y[empty].any()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [None, 1, 9, 33])
+def test_no_nonzeros(rng, isa, index_bits, n):
+    dense = np.zeros((9, 17), np.float32)
+    x = make_x(rng, 17, n)
+    bias = rng.standard_normal(9).astype(np.float32)
+    y = run_kernel(isa, dense, x, bias, False, index_bits)
+    expected = bias if n is None else np.repeat(bias[:, None], n, axis=1)
+    assert np.array_equal(y, expected)
+    assert not run_kernel(isa, dense, x, None, False, index_bits).any()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [None, 4])
+def test_zero_rows_and_zero_columns(isa, n):
+    x = np.zeros((0,) if n is None else (0, n), np.float32)
+    bias = np.array([1.5, -2.0, 0.25], np.float32)
+    y = _core._raw_csr_kernel(isa, 3, 0, np.zeros(4, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                              x, bias=bias, relu=True)
+    expected = np.maximum(bias, 0) if n is None else np.repeat(np.maximum(bias, 0)[:, None], n, axis=1)
+    assert np.array_equal(y, expected)
+    x = np.ones((5,) if n is None else (5, n), np.float32)
+    y = _core._raw_csr_kernel(isa, 0, 5, np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), x)
+    assert y.shape == ((0,) if n is None else (0, n))
+
+
+# --------------------------------------------------------- sub-ranges
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("row_begin,row_end", [(0, 20), (3, 17), (5, 6), (7, 7), (19, 20)])
+def test_row_range_csrmv(rng, isa, index_bits, row_begin, row_end):
+    dense = sparse_dense_array((20, 40), 0.4, rng)
+    x = make_x(rng, 40, None)
+    bias = rng.standard_normal(20).astype(np.float32)
+    y = run_kernel(isa, dense, x, bias, True, index_bits, row_begin=row_begin, row_end=row_end)
+    inside = np.zeros(20, bool)
+    inside[row_begin:row_end] = True
+    check(y[inside], reference(dense, x, bias, True)[inside])
+    assert (y[~inside] == MARKER).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("rows_range,cols_range", [
+    ((0, 20), (0, 70)), ((2, 15), (0, 70)), ((0, 20), (1, 70)), ((4, 9), (3, 36)),
+    ((0, 20), (32, 65)), ((6, 7), (8, 9)), ((0, 20), (69, 70)), ((10, 10), (0, 70)), ((0, 20), (40, 40)),
+    ((1, 19), (5, 44)),
+])
+def test_row_and_column_range_csrmm(rng, isa, index_bits, rows_range, cols_range):
+    dense = sparse_dense_array((20, 37), 0.3, rng)
+    x = make_x(rng, 37, 70)
+    bias = rng.standard_normal(20).astype(np.float32)
+    (rb, re), (cb, ce) = rows_range, cols_range
+    y = run_kernel(isa, dense, x, bias, False, index_bits, row_begin=rb, row_end=re, col_begin=cb, col_end=ce)
+    inside = np.zeros(y.shape, bool)
+    inside[rb:re, cb:ce] = True
+    check(y[rb:re, cb:ce], reference(dense, x, bias)[rb:re, cb:ce])
+    assert (y[~inside] == MARKER).all()
+
+
+# -------------------------------------------------- index layout cases
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [None, 3, 40])
+def test_duplicates_add_up(rng, isa, index_bits, n):
+    """Repeated column indices in a row are summed, as scipy's CSR does; order need not be sorted."""
+    indptr = np.array([0, 3, 3, 23], np.int64)
+    indices = np.array([4, 1, 4] + [2, 0, 2, 2, 5, 5, 1, 2, 3, 4, 0, 0, 0, 5, 5, 1, 2, 3, 3, 2], np.int64)
+    data = rng.standard_normal(indices.size).astype(np.float32)
+    dense = np.zeros((3, 6), np.float64)
+    for row in range(3):
+        for k in range(indptr[row], indptr[row + 1]):
+            dense[row, indices[k]] += data[k]
+    x = make_x(rng, 6, n)
+    y = run_kernel(isa, np.zeros((3, 6), np.float32), x, None, False, index_bits, indptr=indptr, indices=indices,
+                   data=data)
+    check(y, reference(dense, x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [None, 1, 11, 40])
+def test_more_than_65536_columns_needs_32_bit_indices(rng, isa, n):
+    rows, cols = 6, 70_001
+    dense = np.zeros((rows, cols), np.float32)
+    for r in range(rows):
+        where = rng.choice(cols, size=25, replace=False)
+        where[0] = cols - 1 - r  # indices above 65535
+        where[1] = 65536 + r
+        dense[r, where] = rng.standard_normal(25) + 5.0
+    x = make_x(rng, cols, n)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    check(run_kernel(isa, dense, x, bias, False, 32), reference(dense, x, bias))
+    with pytest.raises(ShapeError, match="16-bit indices need cols <= 65536"):
+        run_kernel(isa, dense, x, bias, False, 16)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+def test_exactly_65536_columns(rng, isa, index_bits):
+    """The widest matrix 16-bit indices cover: column 65535 must be reached."""
+    dense = np.zeros((3, 65536), np.float32)
+    dense[:, 65535] = [1.0, 2.0, -3.0]
+    dense[1, 0] = 4.0
+    dense[2, rng.choice(65536, 40, replace=False)] = 0.5
+    x = make_x(rng, 65536, None)
+    check(run_kernel(isa, dense, x, None, False, index_bits), reference(dense, x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_non_contiguous_inputs_are_copied(rng, isa):
+    dense = sparse_dense_array((10, 24), 0.5, rng)
+    x = rng.standard_normal((40, 24)).astype(np.float32).T  # Fortran order
+    check(run_kernel(isa, dense, x), reference(dense, x))
+    x = rng.standard_normal((24, 80)).astype(np.float32)[:, ::2]  # strided columns
+    check(run_kernel(isa, dense, x), reference(dense, x))
+    x = rng.standard_normal(48).astype(np.float32)[::2]
+    check(run_kernel(isa, dense, x), reference(dense, x))
+
+
+# ---------------------------------------------------- AVX2 vs scalar
+@needs_avx2
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [None, 1, 2, 7, 8, 9, 16, 31, 32, 33, 64, 65, 100])
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.01])
+def test_avx2_matches_scalar(rng, index_bits, n, density):
+    dense = sparse_dense_array((37, 300), density, rng)
+    dense[5] = 0
+    x = make_x(rng, 300, n)
+    bias = rng.standard_normal(37).astype(np.float32)
+    for relu in (False, True):
+        scalar = run_kernel("scalar", dense, x, bias, relu, index_bits)
+        avx2 = run_kernel("avx2", dense, x, bias, relu, index_bits)
+        check(avx2, scalar.astype(np.float64))
+
+
+@needs_avx2
+@pytest.mark.parametrize("n", [None, 5, 47])
+def test_avx2_matches_scalar_on_subranges(rng, n):
+    dense = sparse_dense_array((16, 90), 0.2, rng)
+    x = make_x(rng, 90, n)
+    ranges = dict(row_begin=3, row_end=14) if n is None else dict(row_begin=3, row_end=14, col_begin=2, col_end=n - 1)
+    scalar = run_kernel("scalar", dense, x, None, True, 32, **ranges)
+    avx2 = run_kernel("avx2", dense, x, None, True, 32, **ranges)
+    assert np.array_equal(scalar == MARKER, avx2 == MARKER)
+    check(avx2, scalar.astype(np.float64))
+
+
+# ------------------------------------------------------ bad arguments
+def test_bad_kernel_arguments(rng):
+    dense = sparse_dense_array((4, 6), 0.5, rng)
+    x = make_x(rng, 6, None)
+    with pytest.raises(FormatError, match="isa must be 'scalar' or 'avx2', got 'sse9'"):
+        run_kernel("sse9", dense, x)
+    with pytest.raises(ShapeError, match="index_bits must be 16 or 32"):
+        run_kernel("scalar", dense, x, index_bits=8)
+    with pytest.raises(ShapeError, match="cols = 6"):
+        run_kernel("scalar", dense, make_x(rng, 5, None))
+    with pytest.raises(ShapeError, match="cols = 6"):
+        run_kernel("scalar", dense, np.zeros((6, 2, 2), np.float32))
+    with pytest.raises(ShapeError, match="range out of bounds"):
+        run_kernel("scalar", dense, x, row_begin=3, row_end=2)
+    with pytest.raises(ShapeError, match="range out of bounds"):
+        run_kernel("scalar", dense, x, row_end=5)
+    with pytest.raises(ShapeError, match="range out of bounds"):
+        run_kernel("scalar", dense, make_x(rng, 6, 4), col_begin=1, col_end=5)
+    with pytest.raises(ShapeError, match="bias must have rows entries"):
+        run_kernel("scalar", dense, x, bias=np.zeros(3, np.float32))
+    with pytest.raises(WeightError, match="kernel test: column index 6 at position 0 is out of range"):
+        run_kernel("scalar", dense, x, indptr=np.array([0, 1, 1, 1, 1]), indices=np.array([6]),
+                   data=np.ones(1, np.float32))
+
+
+@pytest.mark.skipif(HAS_AVX2, reason="only on a CPU without AVX2+FMA")
+def test_avx2_refused_without_cpu_support(rng):  # pragma: no cover - needs an old CPU
+    dense = sparse_dense_array((4, 6), 0.5, rng)
+    with pytest.raises(FormatError, match="AVX2"):
+        run_kernel("avx2", dense, make_x(rng, 6, None))

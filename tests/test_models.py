@@ -1,0 +1,434 @@
+"""Whole models against an independent NumPy forward pass: the built-in
+architectures on every backend and batch size, composed models with dense and
+scipy weights, ISA selection, kernel_info() and thread counts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sparsenet
+from sparsenet import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Model, ReLU, Softmax
+
+from conftest import (ARCH_SHAPES, BACKENDS, HAS_AVX2, INPUT_SHAPES, ISAS, SMALL_CONV_INPUT, arch_reference,
+                      assert_close, input_batch, needs_avx2, ref_conv2d, ref_linear, ref_pool2d, ref_relu,
+                      ref_softmax, reference_forward, small_conv_model_layers, sparse_dense_array, weighted_names)
+
+BATCHES = [1, 3, 17]
+
+
+def builder(arch: str):
+    return getattr(sparsenet.models, arch)
+
+
+_REFERENCES: dict = {}
+
+
+def cached_reference(model: Model, arch: str, batch: int) -> np.ndarray:
+    """Reference outputs per (arch, batch); every model here uses seed 0, so the weights agree."""
+    key = (arch, batch)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = arch_reference(model, arch, input_batch(arch, batch))
+    return _REFERENCES[key]
+
+
+# ------------------------------------------------------------- built-ins
+@pytest.mark.parametrize("arch", ["lenet_300_100", "lenet5", "mnist_cnn"])
+def test_builtin_structure(arch):
+    model = builder(arch)()
+    assert model.name == arch
+    assert model.input_shape == INPUT_SHAPES[arch]
+    weighted = [layer for layer in model.layers if isinstance(layer, (Conv2d, Linear))]
+    assert [layer.name for layer in weighted] == weighted_names(arch)
+    assert {layer.name: layer.shape for layer in weighted} == ARCH_SHAPES[arch]
+    assert model.output_shape() == (10,)
+    for layer in weighted:
+        assert layer.bias is not None and layer.bias.shape == (layer.shape[0],)
+        assert layer.nnz == round(sparsenet.models.ARCHITECTURES[arch].han_densities[layer.name]
+                                  * np.prod(layer.shape))
+
+
+@pytest.mark.parametrize("arch", ["lenet_300_100", "lenet5", "mnist_cnn"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_builtin_matches_reference(arch, backend, batch):
+    model = builder(arch)(seed=0, backend=backend)
+    x = input_batch(arch, batch)
+    y = model(x)
+    assert y.dtype == np.float32 and y.shape == (batch, 10)
+    assert_close(y, cached_reference(model, arch, batch))
+
+
+def test_lenet_300_100_takes_images_too():
+    model = sparsenet.models.lenet_300_100(seed=0)
+    x = input_batch("lenet_300_100", 3)
+    assert np.array_equal(model(x.reshape(3, 1, 28, 28)), model(x))
+
+
+@pytest.mark.parametrize("arch", ["lenet_300_100", "lenet5", "mnist_cnn"])
+def test_backend_assignment(arch):
+    """sparse / dense force every weighted layer; auto runs dense the layers
+    that are not sparse at all and sparse the ones that are very sparse."""
+    for backend in ("sparse", "dense"):
+        model = builder(arch)(backend=backend)
+        assert {layer.backend for layer in model.layers if isinstance(layer, (Conv2d, Linear))} == {backend}
+    model = builder(arch)(densities={name: (1.0 if i % 2 == 0 else 0.02)
+                                     for i, name in enumerate(weighted_names(arch))}, backend="auto")
+    for i, name in enumerate(weighted_names(arch)):
+        layer = next(layer for layer in model.layers if layer.name == name)
+        assert layer.backend == ("dense" if i % 2 == 0 else "sparse"), name
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "mnist_cnn"])
+@pytest.mark.parametrize("density", [1.0, 0.0])
+def test_builtin_extreme_densities(arch, density):
+    """All-dense and all-zero weights (outputs then depend on biases only)."""
+    model = builder(arch)(densities=density, seed=3, backend="sparse")
+    assert model.nnz == (0 if density == 0 else sum(int(np.prod(layer.shape)) for layer in model.layers
+                                                       if isinstance(layer, (Conv2d, Linear))))
+    x = input_batch(arch, 3)
+    reference = arch_reference(model, arch, x)
+    assert_close(model(x), reference)
+    dense = Model(model.layers, backend="dense")
+    assert_close(dense(x), reference)
+
+
+@pytest.mark.slow
+def test_vgg16_batch1_sparse_dense_reference():
+    sparse = sparsenet.models.vgg16(seed=0, backend="sparse")
+    assert [layer.name for layer in sparse.layers if isinstance(layer, (Conv2d, Linear))] == weighted_names("vgg16")
+    x = input_batch("vgg16", 1)
+    y_sparse = sparse(x)
+    reference = arch_reference(sparse, "vgg16", x)
+    assert y_sparse.shape == (1, 1000)
+    assert_close(y_sparse, reference)
+    dense = Model(sparse.layers, backend="dense", input_shape=(3, 224, 224))
+    assert_close(dense(x), reference)
+
+
+def test_vgg19_construction():
+    model = sparsenet.models.vgg19(densities=0.001, seed=0)
+    assert model.input_shape == (3, 224, 224)
+    assert model.output_shape() == (1000,)
+    weighted = [layer for layer in model.layers if isinstance(layer, (Conv2d, Linear))]
+    assert [layer.name for layer in weighted] == weighted_names("vgg19")
+    assert len(weighted) == 19
+    assert weighted[-3].shape == (4096, 25088)
+    with pytest.raises(sparsenet.ShapeError, match="fc6"):
+        model.output_shape((3, 64, 64))  # 512x2x2 features do not fit fc6's 25088 inputs
+
+
+def test_han_densities_are_published_values():
+    han = sparsenet.models.ARCHITECTURES
+    assert dict(han["lenet_300_100"].han_densities) == {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}
+    assert dict(han["lenet5"].han_densities) == {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19}
+    vgg = han["vgg16"].han_densities
+    assert (vgg["conv1_1"], vgg["conv3_3"], vgg["conv5_3"], vgg["fc6"], vgg["fc8"]) == (0.58, 0.42, 0.36, 0.04, 0.23)
+
+
+def test_random_models_are_reproducible():
+    a, b = sparsenet.models.lenet5(seed=5), sparsenet.models.lenet5(seed=5)
+    c = sparsenet.models.lenet5(seed=6)
+    x = input_batch("lenet5", 2)
+    assert np.array_equal(a(x), b(x))
+    assert not np.array_equal(a(x), c(x))
+
+
+# ------------------------------------------------------- composed models
+@pytest.mark.parametrize("weights", ["dense", "scipy"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_composed_model_matches_reference(rng, weights, backend, batch):
+    layers = small_conv_model_layers(np.random.default_rng(7), weights)
+    model = Model(layers, backend=backend, input_shape=SMALL_CONV_INPUT)
+    assert model.output_shape() == (10,)
+    x = rng.standard_normal((batch, *SMALL_CONV_INPUT)).astype(np.float32)
+    y = model(x)
+    reference = reference_forward(layers, x)
+    assert_close(y, reference)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_scipy_and_dense_weights_give_the_same_model(rng):
+    dense_layers = small_conv_model_layers(np.random.default_rng(7), "dense")
+    scipy_layers = small_conv_model_layers(np.random.default_rng(7), "scipy")
+    for a, b in zip(dense_layers, scipy_layers):
+        if isinstance(a, (Conv2d, Linear)):
+            assert a.shape == b.shape
+            assert np.array_equal(a.weight.to_dense(), b.weight.to_dense())
+    x = rng.standard_normal((4, *SMALL_CONV_INPUT)).astype(np.float32)
+    assert np.array_equal(Model(dense_layers, backend="sparse")(x), Model(scipy_layers, backend="sparse")(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 2, 9])
+@pytest.mark.parametrize("conv", [
+    dict(kernel=(3, 3), stride=1, padding=1),
+    dict(kernel=(3, 3), stride=1, padding="same"),
+    dict(kernel=(5, 3), stride=1, padding=(2, 0)),
+    dict(kernel=(1, 1), stride=1, padding=0),   # pointwise: no im2col
+    dict(kernel=(1, 1), stride=2, padding=0),
+    dict(kernel=(2, 2), stride=(2, 1), padding=(0, 1)),
+    dict(kernel=(3, 3), stride=3, padding=2),
+    dict(kernel=(7, 7), stride=1, padding=0),   # kernel as large as the input
+])
+def test_conv_geometries(rng, backend, batch, conv):
+    channels, out_channels = 4, 6
+    weight = sparse_dense_array((out_channels, channels, *conv["kernel"]), 0.4, rng)
+    bias = rng.standard_normal(out_channels).astype(np.float32)
+    layer = Conv2d(weight, bias, stride=conv["stride"], padding=conv["padding"])
+    model = Model([layer], backend=backend)
+    x = rng.standard_normal((batch, channels, 7, 9)).astype(np.float32)
+    assert_close(model(x), ref_conv2d(x, weight, bias, conv["stride"], layer.padding))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 4])
+def test_conv_on_larger_maps_and_many_channels(rng, backend, batch):
+    """Big enough for the multithreaded paths (more work than one thread's share)."""
+    weight = sparse_dense_array((48, 16, 3, 3), 0.15, rng)
+    bias = rng.standard_normal(48).astype(np.float32)
+    second = sparse_dense_array((8, 48, 3, 3), 0.1, rng)
+    model = Model([Conv2d(weight, bias, padding=1), ReLU(), Conv2d(second, None, stride=2)], backend=backend)
+    x = rng.standard_normal((batch, 16, 30, 33)).astype(np.float32)
+    hidden = ref_relu(ref_conv2d(x, weight, bias, 1, 1))
+    assert_close(model(x), ref_conv2d(hidden, second, None, 2, 0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conv_with_changing_input_sizes(rng, backend):
+    """One layer run on maps of several sizes, wide ones (rows wider than a
+    block of the direct convolution) included, and back to an earlier size."""
+    weight = sparse_dense_array((5, 2, 3, 3), 0.5, rng)
+    bias = rng.standard_normal(5).astype(np.float32)
+    second = sparse_dense_array((3, 5, 2, 4), 0.3, rng)
+    model = Model([Conv2d(weight, bias, padding=1), ReLU(), Conv2d(second, None)], backend=backend)
+    for shape in [(1, 2, 3, 600), (2, 2, 40, 13), (3, 2, 5, 5), (1, 2, 3, 600), (2, 2, 70, 7), (5, 2, 2, 4)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        hidden = ref_relu(ref_conv2d(x, weight, bias, 1, 1))
+        assert_close(model(x), ref_conv2d(hidden, second, None, 1, 0))
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kind="max", kernel_size=2, stride=None, padding=0, ceil_mode=False),
+    dict(kind="max", kernel_size=3, stride=2, padding=1, ceil_mode=False),
+    dict(kind="max", kernel_size=3, stride=2, padding=0, ceil_mode=True),
+    dict(kind="max", kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True),
+    dict(kind="avg", kernel_size=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True),
+    dict(kind="avg", kernel_size=3, stride=2, padding=1, ceil_mode=False, count_include_pad=True),
+    dict(kind="avg", kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kind="avg", kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=True),
+    dict(kind="avg", kernel_size=(4, 2), stride=(3, 1), padding=(2, 1), ceil_mode=False, count_include_pad=False),
+])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_pooling(rng, pool, batch):
+    options = dict(pool)
+    kind = options.pop("kind")
+    layer = (MaxPool2d if kind == "max" else AvgPool2d)(**options)
+    x = rng.standard_normal((batch, 3, 9, 10)).astype(np.float32)
+    reference = ref_pool2d(x, kind, pool["kernel_size"], pool["stride"], pool["padding"], pool["ceil_mode"],
+                           pool.get("count_include_pad", True))
+    assert_close(Model([layer])(x), reference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_mlp_layer_sequences(rng, backend, batch):
+    """Linear on (N, F) input; no bias; ReLU fused across a Dropout; two ReLUs;
+    Softmax on large logits."""
+    w1 = sparse_dense_array((40, 33), 0.3, rng)
+    w2 = sparse_dense_array((21, 40), 0.5, rng)
+    w3 = sparse_dense_array((7, 21), 1.0, rng) * 30
+    b1 = rng.standard_normal(40).astype(np.float32)
+    b3 = rng.standard_normal(7).astype(np.float32)
+    layers = [Linear(w1, b1), Dropout(0.5), ReLU(), Linear(w2), ReLU(), ReLU(), Dropout(), Linear(w3, b3), Softmax()]
+    model = Model(layers, backend=backend, input_shape=(33,))
+    x = rng.standard_normal((batch, 33)).astype(np.float32)
+    hidden = ref_relu(ref_linear(ref_relu(ref_linear(x, w1, b1)), w2, None))
+    reference = ref_softmax(ref_linear(hidden, w3, b3))
+    assert_close(model(x), reference)
+    logits = Model(layers[:-1], backend=backend)(x)
+    assert_close(logits, ref_linear(hidden, w3, b3))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_models_without_weights(rng, backend):
+    x = rng.standard_normal((6, 2, 8, 8)).astype(np.float32)
+    assert np.array_equal(Model([Dropout()], backend=backend)(x), x)
+    assert np.array_equal(Model([ReLU()])(x), np.maximum(x, 0))
+    assert np.array_equal(Model([Flatten()])(x), x.reshape(6, -1))
+    features = x.reshape(6, -1) * 10
+    assert_close(Model([Softmax()])(features), ref_softmax(features), rtol=1e-5)
+    assert_close(Model([Flatten(), Softmax()])(x), ref_softmax(x.reshape(6, -1)), rtol=1e-5)
+
+
+def test_feature_map_output_and_empty_batch(rng):
+    weight = sparse_dense_array((5, 2, 3, 3), 0.5, rng)
+    model = Model([Conv2d(weight, None, padding=1), ReLU()])
+    x = rng.standard_normal((3, 2, 6, 4)).astype(np.float32)
+    assert_close(model(x), ref_relu(ref_conv2d(x, weight, None, 1, 1)))
+    empty = model(np.zeros((0, 2, 6, 4), np.float32))
+    assert empty.shape == (0, 5, 6, 4) and empty.dtype == np.float32
+    fc = Model([Linear(sparse_dense_array((3, 4), 0.5, rng))])
+    assert fc(np.zeros((0, 4), np.float32)).shape == (0, 3)
+
+
+def test_input_conversions(rng):
+    """float64, float16, Fortran-ordered, strided and big-endian inputs are converted."""
+    layers = small_conv_model_layers(np.random.default_rng(7))
+    model = Model(layers, backend="sparse")
+    x = rng.standard_normal((3, *SMALL_CONV_INPUT)).astype(np.float32)
+    expected = model(x)
+    assert np.array_equal(model(x.astype(np.float64)), expected)
+    assert np.array_equal(model(np.asfortranarray(x)), expected)
+    assert np.array_equal(model(x.astype(">f4")), expected)
+    strided = np.zeros((6, *SMALL_CONV_INPUT), np.float32)
+    strided[::2] = x
+    assert np.array_equal(model(strided[::2]), expected)
+    assert np.array_equal(model(x.tolist()), expected)
+    half = x.astype(np.float16)
+    assert np.array_equal(model(half), model(half.astype(np.float32)))
+
+
+# ------------------------------------------------------------------ ISAs
+def _isa_model(monkeypatch, isa):
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    model = sparsenet.models.mnist_cnn(seed=2, backend="sparse")
+    fc = Model([Linear(sparse_dense_array((70, 3000), 0.05, np.random.default_rng(3)),
+                       np.linspace(-1, 1, 70).astype(np.float32))], backend="sparse")
+    monkeypatch.delenv("SPARSENET_ISA")
+    return model, fc
+
+
+@needs_avx2
+@pytest.mark.parametrize("batch", [1, 5])
+def test_scalar_and_avx2_models_agree(monkeypatch, batch):
+    scalar, scalar_fc = _isa_model(monkeypatch, "scalar")
+    avx2, avx2_fc = _isa_model(monkeypatch, "avx2")
+    assert {core.isa for core in scalar._core_layers if hasattr(core, "isa")} == {"scalar"}
+    assert {core.isa for core in avx2._core_layers if hasattr(core, "isa")} == {"avx2"}
+    x = input_batch("mnist_cnn", batch)
+    assert_close(avx2(x), scalar(x).astype(np.float64), rtol=1e-5)
+    assert_close(avx2(x), arch_reference(scalar, "mnist_cnn", x))
+    v = np.random.default_rng(4).standard_normal((batch, 3000)).astype(np.float32)
+    assert_close(avx2_fc(v), scalar_fc(v).astype(np.float64), rtol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_isa_is_read_at_construction(monkeypatch, isa):
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    model = sparsenet.models.lenet5(seed=1)
+    other = "avx2" if isa == "scalar" else "scalar"
+    if other == "avx2" and not HAS_AVX2:
+        monkeypatch.delenv("SPARSENET_ISA")
+    else:
+        monkeypatch.setenv("SPARSENET_ISA", other)
+    # The built layers keep the ISA they were built with.
+    assert {core.isa for core in model._core_layers if hasattr(core, "isa")} == {isa}
+    x = input_batch("lenet5", 2)
+    assert_close(model(x), arch_reference(model, "lenet5", x))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_kernel_info_when_forced(monkeypatch, isa):
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    info = sparsenet.kernel_info()
+    assert info["isa"] == isa
+    assert info["forced_by"] == "SPARSENET_ISA"
+    assert info["kernels"] == {"csrmv": [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"],
+                               "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"]}
+
+
+def test_kernel_info_by_default(no_isa_env):
+    info = sparsenet.kernel_info()
+    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "kernels", "blas", "num_threads"}
+    assert info["forced_by"] is None
+    assert info["cpu_avx2_fma"] is HAS_AVX2
+    assert info["isa"] == ("avx2" if HAS_AVX2 else "scalar")
+    assert "OpenBLAS" in info["blas"]
+    assert info["num_threads"] == sparsenet.get_num_threads() >= 1
+    assert sparsenet.cuda_available() is False
+    model = sparsenet.models.lenet_300_100()
+    assert {core.isa for core in model._core_layers if hasattr(core, "isa")} == {info["isa"]}
+
+
+def test_empty_isa_variable_means_unset(monkeypatch):
+    monkeypatch.setenv("SPARSENET_ISA", "")
+    assert sparsenet.kernel_info()["forced_by"] is None
+    assert sparsenet.kernel_info()["isa"] == ("avx2" if HAS_AVX2 else "scalar")
+
+
+def test_bad_isa_variable(monkeypatch):
+    monkeypatch.setenv("SPARSENET_ISA", "avx512")
+    with pytest.raises(sparsenet.FormatError, match="SPARSENET_ISA='avx512' is not one of: scalar, avx2"):
+        sparsenet.kernel_info()
+    with pytest.raises(sparsenet.FormatError, match="SPARSENET_ISA"):
+        sparsenet.models.lenet_300_100()
+
+
+@pytest.mark.skipif(HAS_AVX2, reason="only on a CPU without AVX2+FMA")
+def test_forcing_avx2_without_cpu_support(monkeypatch):  # pragma: no cover - needs an old CPU
+    monkeypatch.setenv("SPARSENET_ISA", "avx2")
+    with pytest.raises(sparsenet.FormatError, match="SPARSENET_ISA=avx2 but this CPU lacks AVX2"):
+        sparsenet.models.lenet5()
+
+
+# --------------------------------------------------------------- threads
+@pytest.mark.parametrize("backend", ["sparse", "dense"])
+def test_thread_count_does_not_change_results(restore_threads, backend):
+    models = [sparsenet.models.mnist_cnn(seed=4, backend=backend), sparsenet.models.lenet_300_100(seed=4, backend=backend)]
+    inputs = [input_batch("mnist_cnn", 9), input_batch("lenet_300_100", 40)]
+    outputs = {}
+    for threads in (1, 2, 3):
+        sparsenet.set_num_threads(threads)
+        assert sparsenet.get_num_threads() == threads
+        assert sparsenet.kernel_info()["num_threads"] == threads
+        outputs[threads] = [model(x) for model, x in zip(models, inputs)]
+    for threads in (2, 3):
+        for got, expected in zip(outputs[threads], outputs[1]):
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    assert_close(outputs[2][0], arch_reference(models[0], "mnist_cnn", inputs[0]))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+@pytest.mark.parametrize("batch", [64, 100, 257])
+def test_few_rows_many_columns_split_across_threads(restore_threads, rng, threads, batch):
+    """A layer with fewer rows than tasks gets its batch columns split in blocks of 32."""
+    sparsenet.set_num_threads(threads)
+    weight = sparse_dense_array((5, 3000), 0.4, rng)
+    bias = rng.standard_normal(5).astype(np.float32)
+    x = rng.standard_normal((batch, 3000)).astype(np.float32)
+    reference = ref_relu(ref_linear(x, weight, bias))
+    for backend in ("sparse", "dense"):
+        assert_close(Model([Linear(weight, bias), ReLU()], backend=backend)(x), reference)
+
+
+def test_thread_count_from_the_environment():
+    """SPARSENET_NUM_THREADS sets the initial thread count (read once, at start)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(sparsenet.__file__)))
+    pythonpath = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+    environment = dict(os.environ, SPARSENET_NUM_THREADS="3", PYTHONPATH=pythonpath)
+    code = "import sparsenet; print(sparsenet.get_num_threads(), sparsenet.kernel_info()['num_threads'])"
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            timeout=120, check=True)
+    assert result.stdout.split() == ["3", "3"]
+
+
+def test_set_num_threads_refuses_zero(restore_threads):
+    with pytest.raises(ValueError, match="at least 1 thread"):
+        sparsenet.set_num_threads(0)
+    assert sparsenet.get_num_threads() == restore_threads
+
+
+def test_summary_and_counts():
+    model = sparsenet.models.lenet5()
+    text = model.summary()
+    for name in ("conv1", "conv2", "fc1", "fc2", "total", "lenet5"):
+        assert name in text
+    assert model.nnz == sum(layer.nnz for layer in model.layers)
+    assert model.parameters == 20 * 25 + 20 + 50 * 500 + 50 + 800 * 500 + 500 + 500 * 10 + 10
+    assert "lenet5" in repr(model)
