@@ -246,13 +246,13 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 
 def graph_of(arrays: dict[str, np.ndarray]) -> dict:
-    return json.loads(str(arrays["__sparsenet__"][()]))
+    return json.loads(arrays["__sparsenet__"][()].decode("utf-8"))
 
 
 def with_graph(arrays: dict[str, np.ndarray], graph: dict) -> dict[str, np.ndarray]:
     """A copy of a saved model's arrays with its JSON graph replaced."""
     out = dict(arrays)
-    out["__sparsenet__"] = np.array(json.dumps(graph))
+    out["__sparsenet__"] = np.array(json.dumps(graph).encode("utf-8"))
     return out
 
 

@@ -186,7 +186,7 @@ def test_scipy_weight_of_wrong_shape():
 # ---------------------------------------------------- layers that do not chain
 def test_conv_channel_mismatch():
     with pytest.raises(ShapeError, match=r"conv2d layer 'c2' expects 5 input channels \(weight \(2, 5, 3, 3\)\) "
-                                         r"but gets 4 \(after relu layer 'relu1'\)"):
+                                         r"but gets 4 \(after conv2d layer 'c1'\)"):
         Model([Conv2d(np.ones((4, 3, 3, 3), np.float32), name="c1"), ReLU(),
                Conv2d(np.ones((2, 5, 3, 3), np.float32), name="c2")])
 
@@ -202,7 +202,7 @@ def test_linear_after_feature_map_needs_flatten():
 
 def test_linear_feature_mismatch():
     with pytest.raises(ShapeError, match=r"linear layer 'b' expects 5 input features \(weight \(2, 5\)\) but gets 4 "
-                                         r"\(after relu layer 'relu1'\)"):
+                                         r"\(after linear layer 'a'\)"):
         Model([Linear(np.ones((4, 3), np.float32), name="a"), ReLU(), Linear(np.ones((2, 5), np.float32), name="b")])
 
 
@@ -418,9 +418,9 @@ def test_bad_graph(tmp_path, saved, edit, error, match):
     (np.array("{not json"), r"key '__sparsenet__' is not valid JSON"),
     (np.array("[1, 2]"), r"key '__sparsenet__' is not a sparsenet graph"),
     (np.array(["{}", "{}"]), r"key '__sparsenet__' must be one string"),
-    (np.array(" " * (1 << 18) + "{}"), r"key '__sparsenet__' must be one string of at most 1048576 bytes"),
+    (np.array(" " * (1 << 18) + "{}"), r"key '__sparsenet__': \d+ bytes, more than the 1048576 this key may hold"),
     (np.float32(1.0), r"key '__sparsenet__': dtype float32 is not allowed here"),
-    (np.array(b"{}"), r"key '__sparsenet__': dtype \|S2 is not allowed here"),
+    (np.array([1, 2], np.int64), r"key '__sparsenet__': dtype int64 is not allowed here"),
 ])
 def test_bad_graph_member(tmp_path, saved, graph, match):
     _, arrays = saved

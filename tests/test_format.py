@@ -100,7 +100,7 @@ def test_saved_file_is_plain_numpy(tmp_path):
     path = tmp_path / "lenet5.npz"
     model.save(path)
     arrays = read_npz(path)
-    assert arrays["__sparsenet__"].dtype.kind == "U" and arrays["__sparsenet__"].shape == ()
+    assert arrays["__sparsenet__"].dtype.kind == "S" and arrays["__sparsenet__"].shape == ()
     # conv1 (20 x 25, 330 nonzeros) is smaller stored dense, once the two extra members count.
     assert [layer.storage for layer in weighted(model)] == ["dense", "csr", "csr", "csr"]
     assert arrays["conv1.weight"].dtype == np.float32 and arrays["conv1.weight"].shape == (20, 1, 5, 5)

@@ -60,8 +60,9 @@ class NpzArchive:
     def __contains__(self, key: str) -> bool:
         return key in self._members
 
-    def read(self, key: str, kinds: Iterable[str] = "fiu", context: str = "") -> np.ndarray:
-        """Return the array under ``key``; ``kinds`` are the accepted dtype kinds."""
+    def read(self, key: str, kinds: Iterable[str] = "fiu", context: str = "", limit: int | None = None) -> np.ndarray:
+        """Return the array under ``key``; ``kinds`` are the accepted dtype kinds,
+        ``limit`` an optional cap on this member's size in bytes."""
         where = f"{self.path}: {context + ' ' if context else ''}key '{key}'"
         info = self._members.get(key)
         if info is None:
@@ -71,6 +72,8 @@ class NpzArchive:
         if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
             raise FormatError(f"{where}: declares {info.file_size} bytes from {info.compress_size} compressed bytes, "
                               "more than deflate can produce")
+        if limit is not None and info.file_size > limit:
+            raise FormatError(f"{where}: {info.file_size} bytes, more than the {limit} this key may hold")
         if self._bytes_read + info.file_size > self.max_bytes:
             raise FormatError(f"{where}: reading {info.file_size} bytes would exceed the load limit of "
                               f"{self.max_bytes} bytes (max_bytes)")

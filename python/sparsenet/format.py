@@ -47,7 +47,8 @@ def save_model(model: Model, path: str | os.PathLike, compress: bool = False) ->
         layers.append(entry)
     graph = {"format": "sparsenet", "version": FORMAT_VERSION, "name": model.name,
              "input_shape": list(model.input_shape) if model.input_shape else None, "layers": layers}
-    arrays[GRAPH_KEY] = np.array(json.dumps(graph, separators=(",", ":")))
+    # UTF-8 bytes (dtype S): a unicode array would take 4 bytes a character.
+    arrays[GRAPH_KEY] = np.array(json.dumps(graph, separators=(",", ":")).encode("utf-8"))
     with open(path, "wb") as handle:
         (np.savez_compressed if compress else np.savez)(handle, **arrays)
 
@@ -62,6 +63,9 @@ def load_model(path: str | os.PathLike, backend: str = "auto", arch: str | None 
             if options:
                 raise FormatError(f"{archive.path}: options {sorted(options)} apply only to imports with arch=")
             model = _load_native(archive, backend)
+            if arch is not None and model.name != arch:
+                warnings.warn(f"{archive.path}: a sparsenet file describes its own graph ({model.name!r}); "
+                              f"arch={arch!r} is not used", stacklevel=3)
         elif arch is not None:
             from .importers import import_arch
 
@@ -133,11 +137,12 @@ def _read_weighted(archive: NpzArchive, entry: dict, name: str, where: str) -> t
 
 
 def _load_native(archive: NpzArchive, backend: str) -> Model:
-    raw = archive.read(GRAPH_KEY, "U")
-    if raw.shape != () or raw.nbytes > _MAX_GRAPH_BYTES:
-        raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' must be one string of at most {_MAX_GRAPH_BYTES} bytes")
+    raw = archive.read(GRAPH_KEY, "SU", limit=_MAX_GRAPH_BYTES)
+    if raw.shape != ():
+        raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' must be one string, got shape {raw.shape}")
     try:
-        graph = json.loads(str(raw[()]))
+        text = raw[()]
+        graph = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text))
     except ValueError as exc:
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not valid JSON: {exc}") from None
     if not isinstance(graph, dict) or graph.get("format") != "sparsenet":

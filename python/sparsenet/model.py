@@ -42,7 +42,8 @@ def _static_chain_check(layers: Sequence[Layer]) -> None:
         elif isinstance(layer, _Pool2d):
             if state is not None and state[0] == "vec":
                 raise ShapeError(f"{where} needs a (C, H, W) feature map but gets a feature vector{after}")
-        previous = layer
+        if isinstance(layer, (Conv2d, Linear, Flatten, _Pool2d)):  # the layer that shapes the data
+            previous = layer
 
 
 class Model:
@@ -102,7 +103,8 @@ class Model:
         if array.ndim not in (2, 4):
             hint = "; add a batch dimension, e.g. x[None]" if array.ndim in (1, 3) else ""
             raise ShapeError(f"input of shape {array.shape} must be (N, C, H, W) or (N, F){hint}")
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused below
+            array = np.ascontiguousarray(array, dtype=np.float32)
         if not np.isfinite(array).all():
             raise InputError(f"input of shape {array.shape} contains NaN or Inf")
         try:
