@@ -194,9 +194,27 @@ PYBIND11_MODULE(_core, m) {
              return Model(std::vector<std::shared_ptr<const Layer>>(layers.begin(), layers.end()));
            }),
            py::arg("layers"))
+      .def_property_readonly("name", &Model::name)
+      .def_property_readonly("input_shape", &Model::input_shape)
+      .def_property_readonly("layers", [](const Model& m) {
+        std::vector<std::shared_ptr<Layer>> out;
+        for (const auto& l : m.layers()) out.push_back(std::const_pointer_cast<Layer>(l));
+        return out;
+      })
       .def("output_shape", &Model::output_shape, py::arg("input_shape"))
       .def("forward", &model_forward, py::arg("x"),
            "Forward pass of a float32 C-contiguous (N, C, H, W) or (N, F) batch; releases the GIL.");
+
+  m.def("load_model",
+        [](const std::string& path, const std::string& backend, uint64_t max_bytes) {
+          LoadOptions options;
+          options.backend = parse_backend(backend);
+          options.max_bytes = max_bytes;
+          py::gil_scoped_release release;
+          return load_model(path, options);
+        },
+        py::arg("path"), py::arg("backend") = "auto", py::arg("max_bytes") = uint64_t{16} << 30,
+        "The C++ loader (for C++ applications; Python's Model.load is the front end).");
 
   m.def("validate_csr",
         [](const std::string& context, int64_t rows, int64_t cols, const Int64Array& indptr,

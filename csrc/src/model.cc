@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
 
 #include "sparsenet/errors.h"
 #include "thread_pool.h"
@@ -32,10 +33,14 @@ void transpose(const float* in, size_t rows, size_t cols, float* out) {
 
 }  // namespace
 
-Model::Model(std::vector<std::shared_ptr<const Layer>> layers) : layers_(std::move(layers)) {
+Model::Model(std::vector<std::shared_ptr<const Layer>> layers, std::string name, Shape input_shape)
+    : layers_(std::move(layers)), name_(std::move(name)), input_shape_(std::move(input_shape)) {
   if (layers_.empty()) throw FormatError("a model needs at least one layer");
+  std::set<std::string> names;
   for (size_t i = 0; i < layers_.size(); ++i) {
     if (!layers_[i]) throw FormatError("layer " + std::to_string(i) + " is null");
+    if (!names.insert(layers_[i]->name()).second)
+      throw FormatError("two layers are named '" + layers_[i]->name() + "'; names must be unique");
     const Layer* layer = layers_[i].get();
     if (layer->is_identity()) continue;
     if (layer->kind() == std::string("relu") && !steps_.empty() && !steps_.back().fuse_relu &&
@@ -45,6 +50,26 @@ Model::Model(std::vector<std::shared_ptr<const Layer>> layers) : layers_(std::mo
     }
     steps_.push_back({layer, false});
   }
+  if (!input_shape_.empty()) output_shape(input_shape_);
+}
+
+Tensor Model::forward(const Tensor& input) const {
+  if (input.shape.size() != 2 && input.shape.size() != 4)
+    throw ShapeError("input must be (N, C, H, W) or (N, F), got " + shape_to_string(input.shape));
+  const Shape sample(input.shape.begin() + 1, input.shape.end());
+  const int64_t batch = input.shape[0];
+  if (batch < 0) throw ShapeError("batch size must be >= 0, got " + std::to_string(batch));
+  const int64_t in_numel = checked_numel(sample, "input sample") * batch;
+  if (static_cast<int64_t>(input.data.size()) != in_numel)
+    throw ShapeError("input tensor of shape " + shape_to_string(input.shape) + " holds " +
+                     std::to_string(input.data.size()) + " floats, expected " + std::to_string(in_numel));
+  Tensor out;
+  out.shape = {batch};
+  const Shape sample_out = output_shape(sample);
+  out.shape.insert(out.shape.end(), sample_out.begin(), sample_out.end());
+  out.data.resize(static_cast<size_t>(checked_numel(sample_out, "output") * batch));
+  forward(input.data.data(), batch, sample, out.data.data());
+  return out;
 }
 
 Shape Model::output_shape(const Shape& input) const {

@@ -3,20 +3,33 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "sparsenet/layers.h"
 
 namespace sparsenet {
 
+// A small owning tensor: `shape` includes the batch dimension, `data` holds
+// prod(shape) floats in row-major (C) order.
+struct Tensor {
+  Shape shape;
+  std::vector<float> data;
+};
+
 class Model {
  public:
   // Takes shared ownership of the layers. A ReLU that follows a Linear or
   // Conv2d is fused into that layer's epilogue; Dropout is skipped. Throws
-  // FormatError for an empty list or a null layer.
-  explicit Model(std::vector<std::shared_ptr<const Layer>> layers);
+  // FormatError for an empty list, a null layer or two layers of one name.
+  // `input_shape` (one sample, may be empty = unknown) is checked against the
+  // whole chain when given (ShapeError).
+  explicit Model(std::vector<std::shared_ptr<const Layer>> layers, std::string name = "",
+                 Shape input_shape = {});
 
   const std::vector<std::shared_ptr<const Layer>>& layers() const { return layers_; }
+  const std::string& name() const { return name_; }
+  const Shape& input_shape() const { return input_shape_; }
 
   // One sample's output shape, or ShapeError naming the first layer that does
   // not accept its input (and the previous layer that produced it).
@@ -28,6 +41,9 @@ class Model {
   // Thread-safe: may be called concurrently on one Model.
   void forward(const float* in, int64_t batch, const Shape& input, float* out) const;
 
+  // The same on a Tensor of shape (N, C, H, W) or (N, F); returns (N, ...).
+  Tensor forward(const Tensor& input) const;
+
  private:
   struct Step {
     const Layer* layer;
@@ -35,6 +51,8 @@ class Model {
   };
   std::vector<std::shared_ptr<const Layer>> layers_;
   std::vector<Step> steps_;
+  std::string name_;
+  Shape input_shape_;
 };
 
 }  // namespace sparsenet

@@ -3,6 +3,7 @@
 
 #include "sparsenet/csr.h"
 #include "sparsenet/errors.h"
+#include "sparsenet/io.h"
 #include "sparsenet/layers.h"
 #include "sparsenet/model.h"
 #include "sparsenet/runtime.h"
