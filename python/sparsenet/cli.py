@@ -107,8 +107,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmake_dir() -> str:
+    """Where a pip-installed sparsenet keeps sparsenetConfig.cmake (for find_package)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "cmake", "sparsenet")
+
+
+class _PrintAndExit(argparse.Action):
+    def __init__(self, *args, value, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.value = value
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(self.value())
+        parser.exit()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sparsenet", description="Sparse neural-network inference engine.")
+    parser.add_argument("--cmake-dir", action=_PrintAndExit, nargs=0, value=cmake_dir,
+                        help="print the directory to pass as sparsenet_DIR to CMake, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     inspect = sub.add_parser("inspect", help="print the per-layer summary of a model file")

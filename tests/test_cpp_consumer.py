@@ -1,0 +1,63 @@
+"""A C++ project that knows sparsenet only through find_package (tests/cpp/consumer)
+builds the example application against the installed package and must
+reproduce Python's output for the same model and input."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sparsenet
+from sparsenet.cli import cmake_dir
+
+CONSUMER = Path(__file__).parent / "cpp" / "consumer"
+
+
+@pytest.fixture(scope="module")
+def classify(tmp_path_factory):
+    if not os.path.exists(os.path.join(cmake_dir(), "sparsenetConfig.cmake")):
+        pytest.skip("sparsenet is not pip-installed here (no sparsenetConfig.cmake next to the package)")
+    cmake = shutil.which("cmake")
+    if cmake is None or shutil.which("c++") is None:
+        pytest.skip("needs cmake and a C++ compiler")
+    build = tmp_path_factory.mktemp("consumer")
+    generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+    subprocess.run([cmake, "-S", str(CONSUMER), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=Release",
+                    f"-Dsparsenet_DIR={cmake_dir()}"], check=True, capture_output=True)
+    subprocess.run([cmake, "--build", str(build)], check=True, capture_output=True)
+    return build / "classify"
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "lenet_300_100"])
+def test_cpp_example_reproduces_python(tmp_path, classify, arch):
+    model = sparsenet.models.random_model(arch, seed=5, backend="sparse")
+    model.save(tmp_path / "model.npz", compress=arch == "lenet5")
+    x = np.random.default_rng(1).random((4, *model.input_shape), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    run = subprocess.run([str(classify), str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "--runs", "2",
+                          "--out", str(tmp_path / "y.npy")], check=True, capture_output=True, text=True)
+    assert "top-5 classes of sample 0" in run.stdout and "speedup" in run.stdout
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model(x), rtol=1e-5, atol=1e-6)
+
+
+def test_cpp_example_reads_pgm(tmp_path, classify):
+    model = sparsenet.models.lenet5(seed=2, backend="sparse")
+    model.save(tmp_path / "model.npz")
+    pixels = np.random.default_rng(3).integers(0, 256, (28, 28), dtype=np.uint8)
+    (tmp_path / "digit.pgm").write_bytes(b"P5\n28 28\n255\n" + pixels.tobytes())
+    subprocess.run([str(classify), str(tmp_path / "model.npz"), str(tmp_path / "digit.pgm"), "--runs", "1",
+                    "--out", str(tmp_path / "y.npy")], check=True, capture_output=True)
+    expected = model((pixels / np.float32(255)).astype(np.float32)[None, None])
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cmake_dir_flag():
+    result = subprocess.run([sys.executable, "-m", "sparsenet", "--cmake-dir"], check=True, capture_output=True,
+                            text=True)
+    assert result.stdout.strip() == cmake_dir()
