@@ -48,7 +48,7 @@ def test_builtin_round_trip(tmp_path, arch, compress):
         assert np.array_equal(a.weight.data, b.weight.data)
         assert np.array_equal(a.bias, b.bias)
     x = input_batch(arch, 5)
-    assert np.array_equal(loaded(x), model(x))
+    np.testing.assert_allclose(loaded(x), model(x), rtol=1e-5, atol=1e-6)  # auto: each model times its layers
     for backend in ("sparse", "dense"):
         assert_close(Model.load(path, backend=backend)(x), arch_forward(arch, model_weights(model), x))
 
@@ -67,7 +67,10 @@ def test_all_layer_kinds_round_trip(tmp_path, rng, compress, backend):
     assert loaded.layers[8].p == pytest.approx(0.3)
     x = rng.standard_normal((4, *SMALL_CONV_INPUT)).astype(np.float32)
     expected = Model(model.layers, backend=backend)(x)
-    assert np.array_equal(loaded(x), expected)
+    if backend == "auto":  # two auto models time their layers separately and may choose differently
+        np.testing.assert_allclose(loaded(x), expected, rtol=1e-5, atol=1e-6)
+    else:
+        assert np.array_equal(loaded(x), expected)
 
 
 def test_round_trip_of_dense_stored_empty_and_biasless_layers(tmp_path, rng):

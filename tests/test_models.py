@@ -71,16 +71,27 @@ def test_lenet_300_100_takes_images_too():
 
 @pytest.mark.parametrize("arch", ["lenet_300_100", "lenet5", "mnist_cnn"])
 def test_backend_assignment(arch):
-    """sparse / dense force every weighted layer; auto runs dense the layers
-    that are not sparse at all and sparse the ones that are very sparse."""
+    """sparse / dense force every weighted layer; auto runs very sparse layers
+    sparse and times both backends for the others, per input size, once."""
     for backend in ("sparse", "dense"):
         model = builder(arch)(backend=backend)
         assert {layer.backend for layer in model.layers if isinstance(layer, (Conv2d, Linear))} == {backend}
     model = builder(arch)(densities={name: (1.0 if i % 2 == 0 else 0.02)
-                                     for i, name in enumerate(weighted_names(arch))}, backend="auto")
-    for i, name in enumerate(weighted_names(arch)):
-        layer = next(layer for layer in model.layers if layer.name == name)
-        assert layer.backend == ("dense" if i % 2 == 0 else "sparse"), name
+                                     for i, name in enumerate(weighted_names(arch))}, backend="auto", seed=4)
+    layers = [next(layer for layer in model.layers if layer.name == name) for name in weighted_names(arch)]
+    assert [layer.backend for layer in layers] == ["auto" if i % 2 == 0 else "sparse" for i in range(len(layers))]
+    assert all(layer.choices == {} for layer in layers)
+    for batch in (1, 3, 3):
+        x = input_batch(arch, batch)
+        assert_close(model(x), arch_reference(model, arch, x))
+    for i, layer in enumerate(layers):
+        if i % 2 == 0:  # one measured choice per input size: batch 1 and batch 3 for Linear, one map size for Conv2d
+            expected_keys = {1, 3} if isinstance(layer, Linear) else 1
+            assert set(layer.choices.values()) <= {"sparse", "dense"}
+            assert (set(layer.choices) == expected_keys if isinstance(layer, Linear)
+                    else len(layer.choices) == expected_keys), (layer.name, layer.choices)
+        else:
+            assert layer.choices == {}
 
 
 @pytest.mark.parametrize("arch", ["lenet5", "mnist_cnn"])

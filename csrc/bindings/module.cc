@@ -137,6 +137,13 @@ PYBIND11_MODULE(_core, m) {
   py::class_<WeightedLayer, Layer, std::shared_ptr<WeightedLayer>>(m, "WeightedLayer")
       .def_property_readonly("backend", [](const WeightedLayer& l) { return backend_name(l.backend()); })
       .def_property_readonly("isa", [](const WeightedLayer& l) { return isa_name(l.isa()); })
+      .def_property_readonly("choices",
+                             [](const WeightedLayer& l) {
+                               py::dict out;
+                               for (const auto& kv : l.choices()) out[py::int_(kv.first)] = backend_name(kv.second);
+                               return out;
+                             },
+                             "An auto layer's measured choices: input-size key -> 'sparse' or 'dense'.")
       .def_property_readonly("nnz", &WeightedLayer::nnz)
       .def_property_readonly("rows", &WeightedLayer::rows)
       .def_property_readonly("cols", &WeightedLayer::cols);

@@ -1,6 +1,7 @@
 #include "sparsenet/layers.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -19,14 +20,24 @@ namespace {
 // costs more than it saves.
 constexpr double kMinParallelWork = 64.0 * 1024.0;
 
-// backend="auto" thresholds: run sparse at or below this density. Measured on
-// a 2-core AVX2 machine against OpenBLAS (README, docs): FC layers cross over
-// between 10 % and 30 % depending on shape and batch; direct sparse convolution
-// (stride 1) beats im2col + sgemm up to 50-70 % on large maps, 35 % on 14x14;
-// im2col + SpMM (other strides) is the weaker path.
-constexpr double kAutoLinearMaxDensity = 0.15;
-constexpr double kAutoDirectConvMaxDensity = 0.40;
-constexpr double kAutoConvMaxDensity = 0.20;
+// backend="auto": layers at most this dense always run sparse (measured on a
+// 2-core AVX2 machine against OpenBLAS: sparse FC layers win at 5 % at every
+// batch size, direct sparse convolution at 10 % on every VGG map size); denser
+// layers keep both forms and time them per input size.
+constexpr double kAutoLinearSparseDensity = 0.05;
+constexpr double kAutoConvSparseDensity = 0.10;
+
+// Batch sizes share an auto choice within power-of-two buckets above 8.
+int64_t batch_bucket(int64_t n) {
+  int64_t bucket = 1;
+  if (n <= 8) return n;
+  while (bucket < n) bucket <<= 1;
+  return bucket;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 int64_t numel(const Shape& s) {
   int64_t n = 1;
@@ -74,7 +85,7 @@ std::string Layer::describe(const char* what) const {
 // --- WeightedLayer ---------------------------------------------------------
 
 WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<float> bias,
-                             Backend backend, double auto_max_density)
+                             Backend backend, double always_sparse_density)
     : Layer(std::move(name)),
       rows_(weight.rows()),
       cols_(weight.cols()),
@@ -90,14 +101,49 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     if (!std::isfinite(bias_[i]))
       throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': entry " +
                         std::to_string(i) + " is not finite (NaN or Inf)");
-  if (backend_ == Backend::kAuto)
-    backend_ = weight.density() <= auto_max_density ? Backend::kSparse : Backend::kDense;
-  if (backend_ == Backend::kDense) {
+  if (backend_ == Backend::kAuto && weight.density() <= always_sparse_density)
+    backend_ = Backend::kSparse;
+  if (backend_ != Backend::kSparse) {
     dense_.resize(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));
     weight.to_dense(dense_.data());
-  } else {
-    sparse_ = std::move(weight);
   }
+  if (backend_ != Backend::kDense) sparse_ = std::move(weight);
+}
+
+std::vector<std::pair<int64_t, Backend>> WeightedLayer::choices() const {
+  std::lock_guard<std::mutex> lock(choices_mutex_);
+  return {choices_.begin(), choices_.end()};
+}
+
+void WeightedLayer::run_chosen(int64_t key, const std::function<void(Backend, bool)>& run) const {
+  if (backend_ != Backend::kAuto) return run(backend_, false);
+  {
+    std::lock_guard<std::mutex> lock(choices_mutex_);
+    const auto it = choices_.find(key);
+    if (it != choices_.end()) {
+      const Backend chosen = it->second;
+      return run(chosen, false);
+    }
+  }
+  // Best of runs in alternating order (sparse, dense, dense, sparse, ...), so
+  // that first-touch and cache effects fall on both; three rounds when cheap.
+  double sparse_time = 1e300, dense_time = 1e300;
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 2; ++i) {
+      const Backend backend = (round + i) % 2 == 0 ? Backend::kSparse : Backend::kDense;
+      const auto start = std::chrono::steady_clock::now();
+      run(backend, true);
+      double& best = backend == Backend::kSparse ? sparse_time : dense_time;
+      best = std::min(best, seconds_since(start));
+    }
+    if (round >= 1 && sparse_time + dense_time > 0.02) break;
+  }
+  const Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
+  {
+    std::lock_guard<std::mutex> lock(choices_mutex_);
+    choices_.emplace(key, chosen);
+  }
+  run(chosen, false);
 }
 
 void WeightedLayer::sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y,
@@ -134,10 +180,10 @@ void WeightedLayer::sparse_offsets_tile(const uint32_t* offsets, const float* x,
                                ep, row_begin, row_end, 0, n, y, ldy);
 }
 
-void WeightedLayer::matmul(const ForwardContext& ctx, const float* x, size_t ldx, size_t n,
-                           float* y, size_t ldy) const {
+void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const float* x, size_t ldx,
+                           size_t n, float* y, size_t ldy) const {
   const bool relu = ctx.fuse_relu;
-  if (backend_ == Backend::kDense) {
+  if (backend == Backend::kDense) {
     if (n == 1 && ldx == 1) {
       blas_sgemv(static_cast<int>(rows_), static_cast<int>(cols_), dense_.data(),
                  static_cast<int>(cols_), x, y);
@@ -193,7 +239,7 @@ void WeightedLayer::matmul(const ForwardContext& ctx, const float* x, size_t ldx
 
 Linear::Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend)
     : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
-                    kAutoLinearMaxDensity) {}
+                    kAutoLinearSparseDensity) {}
 
 Shape Linear::output_shape(const Shape& input) const {
   if (input.size() != 1 || input[0] != cols()) {
@@ -209,7 +255,8 @@ Shape Linear::output_shape(const Shape& input) const {
 void Linear::forward(const TensorView& in, const MutableTensorView& out,
                      const ForwardContext& ctx) const {
   const size_t n = static_cast<size_t>(in.batch);
-  matmul(ctx, in.data, n, n, out.data, n);
+  run_chosen(batch_bucket(in.batch),
+             [&](Backend backend, bool) { matmul(ctx, backend, in.data, n, n, out.data, n); });
 }
 
 // --- Conv2d ----------------------------------------------------------------
@@ -218,8 +265,7 @@ Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int6
                int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
                int64_t pad_h, int64_t pad_w, Backend backend)
     : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
-                    stride_h == 1 && stride_w == 1 ? kAutoDirectConvMaxDensity
-                                                   : kAutoConvMaxDensity),
+                    kAutoConvSparseDensity),
       in_channels_(in_channels),
       kernel_h_(kernel_h),
       kernel_w_(kernel_w),
@@ -259,8 +305,8 @@ Shape Conv2d::output_shape(const Shape& input) const {
   return {rows(), oh, ow};
 }
 
-bool Conv2d::uses_direct() const {
-  return backend() == Backend::kSparse && stride_h_ == 1 && stride_w_ == 1 && !is_pointwise();
+bool Conv2d::direct_capable() const {
+  return stride_h_ == 1 && stride_w_ == 1 && !is_pointwise();
 }
 
 namespace {
@@ -277,12 +323,16 @@ int64_t direct_block_rows(int64_t out_h, int64_t padded_w) {
 size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
   if (is_pointwise()) return 0;
   const Shape out = output_shape(input);
-  if (uses_direct()) {  // the padded image (+ the row tail the last loads run over) and one block
+  size_t floats = 0;
+  if (direct_capable() && backend() != Backend::kDense) {
+    // The padded image (+ the row tail the last loads run over) and one block of output rows.
     const int64_t padded_w = input[2] + 2 * pad_w_;
-    return static_cast<size_t>(input[0] * (input[1] + 2 * pad_h_) * padded_w + kernel_w_ +
-                               rows() * direct_block_rows(out[1], padded_w) * padded_w);
+    floats = static_cast<size_t>(input[0] * (input[1] + 2 * pad_h_) * padded_w + kernel_w_ +
+                                 rows() * direct_block_rows(out[1], padded_w) * padded_w);
   }
-  return static_cast<size_t>(cols()) * static_cast<size_t>(out[1] * out[2]);
+  if (!direct_capable() || backend() != Backend::kSparse)  // the im2col patch matrix
+    floats = std::max(floats, static_cast<size_t>(cols()) * static_cast<size_t>(out[1] * out[2]));
+  return floats;
 }
 
 std::shared_ptr<const std::vector<uint32_t>> Conv2d::direct_offsets(int64_t height,
@@ -376,6 +426,16 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
 
 void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
                      const ForwardContext& ctx) const {
+  // Auto layers choose per input size, measuring on the first image.
+  const int64_t key = (in.shape[1] << 32) | in.shape[2];
+  run_chosen(key, [&](Backend backend, bool measure) {
+    if (!measure) return forward_with(backend, in, out, ctx);
+    forward_with(backend, {in.data, 1, in.shape}, {out.data, 1, out.shape}, ctx);
+  });
+}
+
+void Conv2d::forward_with(Backend backend, const TensorView& in, const MutableTensorView& out,
+                          const ForwardContext& ctx) const {
   const ConvGeometry g{in.shape[0], in.shape[1], in.shape[2], kernel_h_, kernel_w_, stride_h_,
                        stride_w_, pad_h_, pad_w_, out.shape[1], out.shape[2]};
   const size_t patches = static_cast<size_t>(g.out_h * g.out_w);
@@ -389,12 +449,12 @@ void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
     return scratch;
   };
 
-  if (uses_direct()) {
+  if (backend == Backend::kSparse && direct_capable()) {
     forward_direct(in, out, ctx);
     return;
   }
   const size_t batch = static_cast<size_t>(in.batch);
-  if (backend() == Backend::kSparse && ctx.num_workers > 1 && batch >= ctx.num_workers &&
+  if (backend == Backend::kSparse && ctx.num_workers > 1 && batch >= ctx.num_workers &&
       ctx.pool != nullptr) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
       const float* cols = lower(image, ctx.scratch + worker * ctx.scratch_per_worker);
@@ -405,7 +465,7 @@ void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
   }
   for (size_t image = 0; image < batch; ++image) {
     const float* cols = lower(image, ctx.scratch);
-    matmul(ctx, cols, patches, patches, out.data + image * out_stride, patches);
+    matmul(ctx, backend, cols, patches, patches, out.data + image * out_stride, patches);
   }
 }
 

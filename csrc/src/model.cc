@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <set>
 
 #include "sparsenet/errors.h"
@@ -34,7 +35,10 @@ void transpose(const float* in, size_t rows, size_t cols, float* out) {
 }  // namespace
 
 Model::Model(std::vector<std::shared_ptr<const Layer>> layers, std::string name, Shape input_shape)
-    : layers_(std::move(layers)), name_(std::move(name)), input_shape_(std::move(input_shape)) {
+    : layers_(std::move(layers)),
+      name_(std::move(name)),
+      input_shape_(std::move(input_shape)),
+      workspaces_(std::make_unique<Workspaces>()) {
   if (layers_.empty()) throw FormatError("a model needs at least one layer");
   std::set<std::string> names;
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -52,6 +56,30 @@ Model::Model(std::vector<std::shared_ptr<const Layer>> layers, std::string name,
   }
   if (!input_shape_.empty()) output_shape(input_shape_);
 }
+
+struct Model::Workspaces {
+  struct Buffers {
+    std::vector<float> a, b, scratch;
+  };
+  std::mutex mutex;
+  std::vector<std::unique_ptr<Buffers>> free;
+
+  std::unique_ptr<Buffers> acquire() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (free.empty()) return std::make_unique<Buffers>();
+    std::unique_ptr<Buffers> buffers = std::move(free.back());
+    free.pop_back();
+    return buffers;
+  }
+  void release(std::unique_ptr<Buffers> buffers) {
+    std::lock_guard<std::mutex> lock(mutex);
+    free.push_back(std::move(buffers));
+  }
+};
+
+Model::~Model() = default;
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
 
 Tensor Model::forward(const Tensor& input) const {
   if (input.shape.size() != 2 && input.shape.size() != 4)
@@ -107,9 +135,19 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
     ctx.scratch_per_worker =
         std::max(ctx.scratch_per_worker, steps_[i].layer->scratch_floats(shapes[i], batch));
 
-  std::vector<float> buffer_a(max_elements), buffer_b(max_elements);
-  std::vector<float> scratch(ctx.num_workers * ctx.scratch_per_worker);
-  ctx.scratch = scratch.data();
+  struct Lease {  // returns the buffers to the model however the call ends
+    Workspaces* pool;
+    std::unique_ptr<Workspaces::Buffers> buffers;
+    ~Lease() { pool->release(std::move(buffers)); }
+  } lease{workspaces_.get(), workspaces_->acquire()};
+  Workspaces::Buffers& ws = *lease.buffers;
+  if (ws.a.size() < max_elements) ws.a.resize(max_elements);
+  if (ws.b.size() < max_elements) ws.b.resize(max_elements);
+  if (ws.scratch.size() < ctx.num_workers * ctx.scratch_per_worker)
+    ws.scratch.resize(ctx.num_workers * ctx.scratch_per_worker);
+  std::vector<float>& buffer_a = ws.a;
+  std::vector<float>& buffer_b = ws.b;
+  ctx.scratch = ws.scratch.data();
 
   const size_t nb = static_cast<size_t>(batch);
   const float* current = in;

@@ -209,6 +209,13 @@ class _Weighted(Layer):
         return self.weight.shape
 
     @property
+    def choices(self) -> dict:
+        """For backend "auto": the backend measured fastest per input size so far
+        (key: batch bucket for Linear, (H << 32) | W for Conv2d)."""
+        core = getattr(self, "_core", None)
+        return dict(core.choices) if core is not None else {}
+
+    @property
     def nnz(self) -> int:
         return self.weight.nnz
 

@@ -51,8 +51,11 @@ class Model:
 
     ``Model(layers, backend="auto")`` composes layer objects, like
     ``nn.Sequential``. ``backend="sparse"`` runs every weighted layer on CSR
-    kernels, ``"dense"`` on the BLAS baseline, ``"auto"`` picks per layer by
-    density. ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
+    kernels, ``"dense"`` on the BLAS baseline. ``"auto"`` runs very sparse
+    layers (FC at most 5 %, convolutions at most 10 % dense) sparse; every
+    other layer keeps both forms and, the first time it meets an input size,
+    times both and keeps the faster (``layer.choices``), so the first call
+    with a new batch or image size is slower. ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
     when given, the whole chain of shapes is checked at construction.
     """
 
@@ -83,6 +86,8 @@ class Model:
         self._core_layers = [layer._build(backend) for layer in self.layers]
         for layer, core in zip(self.layers, self._core_layers):
             layer.backend = getattr(core, "backend", None)
+            if isinstance(layer, _Weighted):
+                layer._core = core
         self._engine = _core.Model(self._core_layers)
         if self.input_shape is not None:
             self._engine.output_shape(list(self.input_shape))

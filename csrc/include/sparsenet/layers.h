@@ -14,9 +14,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sparsenet/csr.h"
@@ -87,17 +90,21 @@ class Layer {
   std::string name_;
 };
 
-// Shared by Linear and Conv2d: a rows x cols weight run sparse (CSR kernels) or
-// dense (BLAS), chosen at construction.
+// Shared by Linear and Conv2d: a rows x cols weight run sparse (CSR kernels)
+// or dense (BLAS). With Backend::kAuto, a layer at most `always_sparse_density`
+// dense runs sparse; any other keeps both forms and, the first time it meets a
+// new input size, times both and keeps the faster for that size, so an auto
+// model is never slower than the dense one beyond timing noise.
 class WeightedLayer : public Layer {
  public:
-  // backend kAuto resolves to kSparse when the weight's density is at most
-  // auto_max_density, else kDense. Throws WeightError for a bias whose length
-  // is not rows() or that holds NaN/Inf.
+  // Throws WeightError for a bias whose length is not rows() or that holds NaN/Inf.
   WeightedLayer(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend,
-                double auto_max_density);
+                double always_sparse_density);
 
-  Backend backend() const { return backend_; }     // kSparse or kDense, never kAuto
+  // kSparse, kDense, or kAuto for a layer that measures per input size.
+  Backend backend() const { return backend_; }
+  // What an auto layer chose so far: (input-size key, kSparse or kDense) pairs.
+  std::vector<std::pair<int64_t, Backend>> choices() const;
   Isa isa() const { return isa_; }                 // ISA of the sparse kernels
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -105,10 +112,15 @@ class WeightedLayer : public Layer {
   bool accepts_fused_relu() const override { return true; }
 
  protected:
+  // Calls run(backend, false) with the backend for this input-size key. For an
+  // auto layer meeting `key` for the first time, first times run(b, true) for
+  // both backends (a measurement run may do a representative part of the work).
+  void run_chosen(int64_t key, const std::function<void(Backend, bool)>& run) const;
+
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
   // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
-  void matmul(const ForwardContext& ctx, const float* x, size_t ldx, size_t n, float* y,
-              size_t ldy) const;
+  void matmul(const ForwardContext& ctx, Backend backend, const float* x, size_t ldx, size_t n,
+              float* y, size_t ldy) const;
   // The sparse product on the calling thread only (the caller runs in parallel).
   void sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y, size_t ldy,
                             bool relu) const;
@@ -129,9 +141,11 @@ class WeightedLayer : public Layer {
   size_t nnz_;
   Backend backend_;
   Isa isa_;
-  CsrMatrix sparse_;                  // filled when backend_ == kSparse
-  std::vector<float> dense_;          // rows x cols row-major, when backend_ == kDense
+  CsrMatrix sparse_;                  // unless backend_ == kDense
+  std::vector<float> dense_;          // rows x cols row-major, unless backend_ == kSparse
   std::vector<float> bias_;           // rows entries, or empty
+  mutable std::mutex choices_mutex_;
+  mutable std::map<int64_t, Backend> choices_;
 };
 
 // Fully connected layer: weight is out_features x in_features; input {in_features}.
@@ -165,7 +179,9 @@ class Conv2d : public WeightedLayer {
 
  private:
   bool is_pointwise() const;  // 1x1, stride 1, no padding: im2col is the input itself
-  bool uses_direct() const;    // sparse, stride 1, not pointwise
+  bool direct_capable() const; // stride 1, not pointwise: sparse runs direct convolution
+  void forward_with(Backend backend, const TensorView& in, const MutableTensorView& out,
+                    const ForwardContext& ctx) const;
   // Offsets into a padded (C, height + 2*pad_h, width + 2*pad_w) image, cached per size.
   std::shared_ptr<const std::vector<uint32_t>> direct_offsets(int64_t height, int64_t width) const;
   void forward_direct(const TensorView& in, const MutableTensorView& out,

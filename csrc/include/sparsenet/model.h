@@ -26,6 +26,9 @@ class Model {
   // whole chain when given (ShapeError).
   explicit Model(std::vector<std::shared_ptr<const Layer>> layers, std::string name = "",
                  Shape input_shape = {});
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
 
   const std::vector<std::shared_ptr<const Layer>>& layers() const { return layers_; }
   const std::string& name() const { return name_; }
@@ -38,7 +41,8 @@ class Model {
   // in:  batch samples of shape `input`, sample-major: (N, C, H, W) or (N, F)
   //      row-major, batch * prod(input) floats.
   // out: batch * prod(output_shape(input)) floats, sample-major.
-  // Thread-safe: may be called concurrently on one Model.
+  // Thread-safe: may be called concurrently on one Model. Buffers are reused
+  // between calls: after the first call for a batch size, no allocation.
   void forward(const float* in, int64_t batch, const Shape& input, float* out) const;
 
   // The same on a Tensor of shape (N, C, H, W) or (N, F); returns (N, ...).
@@ -49,10 +53,15 @@ class Model {
     const Layer* layer;
     bool fuse_relu;
   };
+  // Activation and scratch buffers, kept between calls (grow-only) so that a
+  // steady stream of forward passes allocates nothing; one per concurrent call.
+  struct Workspaces;
+
   std::vector<std::shared_ptr<const Layer>> layers_;
   std::vector<Step> steps_;
   std::string name_;
   Shape input_shape_;
+  std::unique_ptr<Workspaces> workspaces_;
 };
 
 }  // namespace sparsenet
