@@ -505,6 +505,29 @@ def test_zip_without_npy_members(tmp_path):
         Model.load(tmp_path / "z.npz")
 
 
+def _set_flag_bits(path, member, bits):
+    """OR ``bits`` into the general-purpose flags of ``member``'s local and central headers."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for signature, flags_at, name_length_at, name_at in ((b"PK\x03\x04", 6, 26, 30), (b"PK\x01\x02", 8, 28, 46)):
+        position = 0
+        while (position := data.find(signature, position)) >= 0:
+            name_length = struct.unpack_from("<H", data, position + name_length_at)[0]
+            if data[position + name_at:position + name_at + name_length] == name:
+                flags = struct.unpack_from("<H", data, position + flags_at)[0]
+                struct.pack_into("<H", data, position + flags_at, flags | bits)
+            position += 4
+    path.write_bytes(bytes(data))
+
+
+def test_encrypted_member(tmp_path, saved):
+    """zipfile raises RuntimeError (asking for a password) on encrypted members: found by fuzzing."""
+    path, _ = saved
+    _set_flag_bits(path, "fc.bias.npy", 0x1)
+    with pytest.raises(FormatError, match=r"linear layer 'fc' key 'fc.bias': the zip member is encrypted"):
+        Model.load(path)
+
+
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("fraction", [0.5, 0.9, 0.999])
 def test_truncated_file(tmp_path, compress, fraction):

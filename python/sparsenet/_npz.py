@@ -69,6 +69,8 @@ class NpzArchive:
             raise FormatError(f"{where}: missing from the file (keys: {', '.join(sorted(self._members)) or 'none'})")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise FormatError(f"{where}: unsupported zip compression method {info.compress_type}")
+        if info.flag_bits & 0x1:  # zipfile would raise RuntimeError asking for a password
+            raise FormatError(f"{where}: the zip member is encrypted")
         if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 4096:
             raise FormatError(f"{where}: declares {info.file_size} bytes from {info.compress_size} compressed bytes, "
                               "more than deflate can produce")
