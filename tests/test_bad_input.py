@@ -634,6 +634,11 @@ def test_garbage_npy_header(tmp_path, saved):
     _replace_member(path, "fc.bias", b"\x93NUMPY\x09\x00")
     with pytest.raises(FormatError, match=r"key 'fc.bias'"):
         Model.load(path)
+    # Unbalanced brackets: NumPy's header parser raises tokenize.TokenError (found by fuzzing).
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (4,\n"
+    _replace_member(path, "fc.bias", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 16)
+    with pytest.raises(FormatError, match=r"key 'fc.bias': corrupt or truncated"):
+        Model.load(path)
 
 
 def _patch_central_sizes(path, member, file_size=None, compress_size=None):

@@ -9,6 +9,7 @@ size against the member's real size and a byte budget, and only then reads.
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
 import zlib
 from math import prod
@@ -23,7 +24,10 @@ DEFAULT_MAX_BYTES = 16 << 30
 # Deflate cannot expand data by more than about 1032:1.
 _MAX_DEFLATE_RATIO = 1100
 
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+# tokenize.TokenError and SyntaxError: NumPy's .npy header parser lets them out
+# for headers with unbalanced brackets (found by fuzzing).
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError,
+                tokenize.TokenError, SyntaxError)
 
 
 class NpzArchive:
