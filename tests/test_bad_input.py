@@ -458,6 +458,36 @@ def test_bad_weight_members(tmp_path, saved, key, value, error, match):
         load_arrays(tmp_path, bad)
 
 
+def test_broken_csr_in_a_file_names_layer_and_key(tmp_path, saved):
+    """The CSR invariants of issue 2's list, broken in a stored file rather than in memory."""
+    _, arrays = saved
+    indptr = arrays["fc.weight.indptr"].astype(np.int64)
+    decreasing = indptr.copy()
+    decreasing[3], decreasing[4] = indptr[4] + 1, indptr[3]
+    cases = [
+        ({"fc.weight.indptr": decreasing.astype(arrays["fc.weight.indptr"].dtype)},
+         r"linear layer 'fc' key 'fc.weight': indptr decreases at row 3"),
+        ({"fc.weight.data": arrays["fc.weight.data"][:-1]},
+         r"linear layer 'fc' key 'fc.weight': indices has \d+ entries but data has \d+"),
+        ({"conv.weight.indices": np.full_like(arrays["conv.weight.indices"], 27)},
+         r"conv2d layer 'conv' key 'conv.weight': column index 27 at position 0 is out of range \[0, 27\)"),
+    ]
+    for change, match in cases:
+        with pytest.raises(WeightError, match=match):
+            load_arrays(tmp_path, {**arrays, **change})
+
+
+def test_stored_layers_that_do_not_chain(tmp_path, saved):
+    _, arrays = saved
+    graph = graph_of(arrays)
+    graph["layers"].insert(3, {"name": "fc0", "kind": "linear", "bias": False,
+                               "weight": {"shape": [7, 640], "storage": "dense", "nnz": 7 * 640}})
+    bad = {**with_graph(arrays, graph), "fc0.weight": np.ones((7, 640), np.float32)}
+    with pytest.raises(ShapeError, match=r"linear layer 'fc' expects 640 input features \(weight \(10, 640\)\) but "
+                                         r"gets 7 \(after linear layer 'fc0'\)"):
+        load_arrays(tmp_path, bad)
+
+
 def test_nan_in_stored_weights(tmp_path, saved):
     _, arrays = saved
     for key in ("fc.weight.data", "conv.weight.data"):
