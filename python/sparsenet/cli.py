@@ -1,4 +1,5 @@
-"""The ``sparsenet`` command: ``inspect`` a model file, ``bench`` sparse vs dense."""
+"""The ``sparsenet`` command: ``inspect`` a model file, ``bench`` sparse vs dense, ``convert`` other
+frameworks' models."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from . import get_num_threads, kernel_info, set_num_threads
-from .errors import ModelError
+from .errors import FormatError, ModelError
 from .format import file_sizes
 from .model import Model, _human_bytes
 from .models import ARCHITECTURES, random_model
@@ -107,6 +108,40 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_source(args: argparse.Namespace) -> Model:
+    extension = os.path.splitext(args.source)[1].lower()
+    if extension == ".npz":
+        return Model.load(args.source, arch=args.arch)
+    if extension in (".pt", ".pth"):
+        if not args.arch:
+            raise FormatError(f"{args.source}: a PyTorch state_dict holds weights only; pass --arch NAME "
+                              f"({', '.join(ARCHITECTURES)})")
+        return Model.from_torch(args.source, arch=args.arch)
+    if extension == ".onnx":
+        return Model.from_onnx(args.source, input_shape=args.input_shape)
+    if extension in (".keras", ".h5", ".hdf5"):
+        return Model.from_keras(args.source, input_shape=args.input_shape)
+    raise FormatError(f"{args.source}: unknown source type '{extension}' (expected .npz, .pt, .pth, .onnx, "
+                      ".keras or .h5)")
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        model = _convert_source(args)
+    except ImportError as exc:  # a framework extra that is not installed
+        print(f"sparsenet: error: {exc}", file=sys.stderr)
+        return 2
+    model.save(args.output)
+    print(model.summary())
+    stored = sum(layer.stored_bytes for layer in model.layers)
+    dense = sum(layer.dense_bytes for layer in model.layers)
+    print(f"weights: {_human_bytes(dense)} dense fp32 -> {_human_bytes(stored)} stored "
+          f"({dense} -> {stored} bytes)")
+    print(f"file: {args.source} ({_human_bytes(os.path.getsize(args.source))}) -> {args.output} "
+          f"({_human_bytes(os.path.getsize(args.output))})")
+    return 0
+
+
 def cmake_dir() -> str:
     """Where a pip-installed sparsenet keeps sparsenetConfig.cmake (for find_package)."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib", "cmake", "sparsenet")
@@ -146,6 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--max-runs", type=int, default=200, help="runs per measurement at most (default 200)")
     bench.add_argument("--full", action="store_true", help="include VGG batches above 8")
     bench.set_defaults(func=cmd_bench)
+
+    convert = sub.add_parser("convert", help="convert a PyTorch, ONNX, Keras or exported .npz model to sparsenet's format")
+    convert.add_argument("source", help="a .pt/.pth state_dict (with --arch), .onnx, .keras, .h5, or .npz (with --arch)")
+    convert.add_argument("-o", "--output", required=True, help="the sparsenet .npz file to write")
+    convert.add_argument("--arch", help=f"built-in architecture for state_dicts and exported .npz ({', '.join(ARCHITECTURES)})")
+    convert.add_argument("--input-shape", type=lambda s: tuple(int(d) for d in s.split(",")),
+                         help="one sample's shape, e.g. 1,28,28 (C,H,W), for files that do not record it")
+    convert.set_defaults(func=cmd_convert)
 
     args = parser.parse_args(argv)
     try:

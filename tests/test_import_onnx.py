@@ -1,0 +1,164 @@
+"""Model.from_onnx: graphs exported by torch.onnx.export and built with the
+onnx helper API (sparse_initializer, Gemm attributes, MatMul + Add), against
+PyTorch's forward pass or NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+torch = pytest.importorskip("torch")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from sparsenet import FormatError, Model  # noqa: E402
+from sparsenet.cli import main as cli_main  # noqa: E402
+from torch_nets import NETS, example, finalize, make_net, relative_error  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning",
+                                        "ignore::UserWarning")
+
+
+def export(net, x, path, dynamo=False):
+    torch.onnx.export(net, (x,), str(path), dynamo=dynamo)
+    return path
+
+
+def expected(net, x):
+    with torch.no_grad():
+        return net(x).numpy()
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_exported_from_torch(tmp_path, name):
+    net = finalize(make_net(name))
+    x = example(name)
+    model = Model.from_onnx(export(net, x, tmp_path / f"{name}.onnx"))
+    assert relative_error(model(x.numpy()), expected(net, x)) < 1e-4
+    assert model.input_shape == tuple(x.shape[1:])
+
+
+def test_exported_with_dynamo(tmp_path):
+    net = finalize(make_net("small_vgg"))  # the dynamo exporter folds BatchNorm and emits ReduceMean/Reshape
+    x = example("small_vgg")
+    model = Model.from_onnx(export(net, x, tmp_path / "vgg.onnx", dynamo=True))
+    assert relative_error(model(x.numpy()), expected(net, x)) < 1e-4
+
+
+def to_sparse_initializers(model, coordinates: bool):
+    """Move every weight initializer with zeros into sparse_initializer."""
+    graph = model.graph
+    keep = []
+    for tensor in graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if array.ndim < 2 or not (array == 0).any():
+            keep.append(tensor)
+            continue
+        flat = np.flatnonzero(array)
+        indices = np.stack(np.unravel_index(flat, array.shape), axis=1) if coordinates else flat
+        values = numpy_helper.from_array(array.reshape(-1)[flat], tensor.name)
+        graph.sparse_initializer.append(
+            helper.make_sparse_tensor(values, numpy_helper.from_array(indices.astype(np.int64), ""), array.shape))
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return model
+
+
+@pytest.mark.parametrize("name", ("lenet5", "small_vgg"))
+@pytest.mark.parametrize("coordinates", (False, True), ids=("linear", "coordinates"))
+def test_sparse_initializer(tmp_path, name, coordinates):
+    net = finalize(make_net(name))
+    x = example(name)
+    path = export(net, x, tmp_path / "dense.onnx")
+    sparse = to_sparse_initializers(onnx.load(str(path)), coordinates)
+    assert len(sparse.graph.sparse_initializer) >= 4
+    onnx.save(sparse, str(tmp_path / "sparse.onnx"))
+    model = Model.from_onnx(tmp_path / "sparse.onnx")
+    assert relative_error(model(x.numpy()), expected(net, x)) < 1e-4
+    assert (tmp_path / "sparse.onnx").stat().st_size < path.stat().st_size
+
+
+def _graph(nodes, initializers, in_shape, out_name, sparse=()):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])],
+                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in initializers.items()],
+                              sparse_initializer=list(sparse))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_gemm_attributes_and_matmul_add(tmp_path):
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((6, 5)) * (rng.random((6, 5)) < 0.4)).astype(np.float32)  # (in, out): transB=0
+    c1 = rng.standard_normal((1, 5)).astype(np.float32)
+    w2 = (rng.standard_normal((5, 4)) * (rng.random((5, 4)) < 0.5)).astype(np.float32)
+    b2 = rng.standard_normal(4).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w1", "c1"], ["g"], name="gemm", alpha=0.5, beta=2.0, transB=0),
+             helper.make_node("Relu", ["g"], ["r"], name="relu"),
+             helper.make_node("Identity", ["r"], ["i"], name="identity"),
+             helper.make_node("MatMul", ["i", "w2"], ["m"], name="matmul"),
+             helper.make_node("Add", ["m", "b2"], ["y"], name="add")]
+    onnx.save(_graph(nodes, {"w1": w1, "c1": c1, "w2": w2, "b2": b2}, [6], "y"), str(tmp_path / "m.onnx"))
+    model = Model.from_onnx(tmp_path / "m.onnx")
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    reference = np.maximum(0.5 * x @ w1 + 2.0 * c1, 0) @ w2 + b2
+    assert relative_error(model(x), reference) < 1e-5
+
+
+def test_unsupported_operator_is_named(tmp_path):
+    w = np.ones((3, 4), np.float32)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["g"], name="fc", transB=1),
+             helper.make_node("Tanh", ["g"], ["y"], name="squash")]
+    onnx.save(_graph(nodes, {"w": w}, [4], "y"), str(tmp_path / "tanh.onnx"))
+    with pytest.raises(FormatError, match=r"node 'squash' \(Tanh\): operator Tanh is not supported"):
+        Model.from_onnx(tmp_path / "tanh.onnx")
+
+
+def test_branching_graph_is_refused(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Add", ["r", "x"], ["y"], name="skip")]
+    onnx.save(_graph(nodes, {}, [4], "y"), str(tmp_path / "skip.onnx"))
+    with pytest.raises(FormatError, match="node 'skip'.*sequential chains only"):
+        Model.from_onnx(tmp_path / "skip.onnx")
+
+
+def test_malformed_files(tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07garbage that is not protobuf \xff\xff\xff")
+    with pytest.raises(FormatError, match="garbage.onnx"):
+        Model.from_onnx(garbage)
+    with pytest.raises(FileNotFoundError):
+        Model.from_onnx(tmp_path / "missing.onnx")
+    values = numpy_helper.from_array(np.ones(2, np.float32), "w")
+    bad = helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([0, 12], np.int64), ""), [3, 4])
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)]
+    onnx.save(_graph(nodes, {}, [4], "y", sparse=[bad]), str(tmp_path / "bad_index.onnx"))
+    with pytest.raises(FormatError, match="sparse_initializer 'w': a linear index lies outside dims"):
+        Model.from_onnx(tmp_path / "bad_index.onnx")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 0, 0, 0])]
+    onnx.save(_graph(nodes, {"w": np.ones((2, 1, 3, 3), np.float32)}, [1, 5, 5], "y"), str(tmp_path / "pads.onnx"))
+    with pytest.raises(FormatError, match=r"node 'conv' \(Conv\): pads \[1, 0, 0, 0\] are not symmetric"):
+        Model.from_onnx(tmp_path / "pads.onnx")
+
+
+def test_symbolic_input_needs_shape(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["y"], name="flat")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")])
+    onnx.save(helper.make_model(graph), str(tmp_path / "sym.onnx"))
+    with pytest.raises(FormatError, match="pass input_shape"):
+        Model.from_onnx(tmp_path / "sym.onnx")
+    model = Model.from_onnx(tmp_path / "sym.onnx", input_shape=(1, 6, 6))
+    x = np.ones((2, 1, 6, 6), np.float32)
+    np.testing.assert_allclose(model(x), np.full((2, 2), 9.0), rtol=1e-6)
+
+
+def test_cli_convert(tmp_path, capsys):
+    net = finalize(make_net("lenet5"))
+    x = example("lenet5")
+    source = export(net, x, tmp_path / "lenet5.onnx")
+    assert cli_main(["convert", str(source), "-o", str(tmp_path / "out.npz")]) == 0
+    assert "dense fp32" in capsys.readouterr().out
+    assert relative_error(Model.load(tmp_path / "out.npz")(x.numpy()), expected(net, x)) < 1e-4

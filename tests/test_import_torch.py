@@ -1,0 +1,148 @@
+"""Model.from_torch: modules (traced), state_dicts and .pt files, pruned with
+torch.nn.utils.prune, against PyTorch's own forward pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+import sparsenet  # noqa: E402
+from sparsenet import FormatError, Model  # noqa: E402
+from sparsenet.cli import main as cli_main  # noqa: E402
+from torch_nets import NETS, example, finalize, han_densities, make_net, relative_error, small_vgg  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+def torch_forward(net, x):
+    with torch.no_grad():
+        return net(x).numpy()
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_pruned_module_matches_torch(name):
+    net = make_net(name)  # still reparametrized: weight_orig * weight_mask via hooks
+    x = example(name)
+    model = Model.from_torch(net, x)
+    assert relative_error(model(x.numpy()), torch_forward(net, x)) < 1e-4
+    weighted = [layer for layer in model.layers if isinstance(layer, (sparsenet.Conv2d, sparsenet.Linear))]
+    for layer, density in zip(weighted, han_densities(name, net).values()):
+        assert layer.density == pytest.approx(density, abs=0.01)
+    if name == "small_vgg":  # BatchNorm folded, identity adaptive pool dropped
+        assert not any(isinstance(layer, sparsenet.AvgPool2d) for layer in model.layers)
+        assert isinstance(model.layers[-1], sparsenet.Softmax)
+    assert net.training is False
+
+
+@pytest.mark.parametrize("name", ("lenet5", "mnist_cnn"))
+@pytest.mark.parametrize("finalized", (False, True), ids=("reparametrized", "finalized"))
+def test_state_dict_file_with_builtin_arch(tmp_path, name, finalized):
+    net = make_net(name)
+    if finalized:
+        finalize(net)
+    path = tmp_path / f"{name}.pt"
+    torch.save(net.state_dict(), path)
+    x = example(name)
+    model = Model.from_torch(path, arch=name)
+    assert relative_error(model(x.numpy()), torch_forward(net, x)) < 1e-4
+    assert model.name == name
+
+
+@pytest.mark.parametrize("finalized", (False, True), ids=("reparametrized", "finalized"))
+def test_state_dict_with_module_arch(finalized):
+    net = make_net("small_vgg")
+    if finalized:
+        finalize(net)
+    x = example("small_vgg")
+    fresh = small_vgg()  # plain module, no prune hooks: the masks are applied on load
+    model = Model.from_torch({"state_dict": net.state_dict(), "epoch": 3}, arch=fresh, example_input=x)
+    assert relative_error(model(x.numpy()), torch_forward(net, x)) < 1e-4
+
+
+def test_adaptive_average_pool_and_functional_softmax():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.pool = nn.AdaptiveAvgPool2d(2)
+            self.fc = nn.Linear(16, 5)
+
+        def forward(self, x):
+            x = self.pool(torch.relu(self.bn(self.conv(x))))
+            x = nn.functional.avg_pool2d(x, 1)
+            return nn.functional.softmax(self.fc(x.reshape(x.shape[0], -1)), dim=-1)
+
+    net = Net().eval()
+    net.bn.running_var.fill_(2.0)
+    x = torch.randn(2, 2, 8, 8)
+    model = Model.from_torch(net, x)
+    assert [layer.kind for layer in model.layers] == ["conv2d", "relu", "avgpool2d", "avgpool2d", "flatten",
+                                                       "linear", "softmax"]
+    assert relative_error(model(x.numpy()), torch_forward(net, x)) < 1e-4
+
+
+def test_adaptive_pool_that_is_not_an_even_pool_is_refused():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(32, 2))
+    with pytest.raises(FormatError, match=r"'1' \(AdaptiveAvgPool2d\).*not an even average pool"):
+        Model.from_torch(net, torch.zeros(1, 1, 9, 9))
+
+
+def test_unsupported_module_is_named():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2))
+    with pytest.raises(FormatError, match=r"torch module '1' \(Tanh\) has no sparsenet equivalent"):
+        Model.from_torch(net, torch.zeros(1, 4))
+
+
+def test_residual_graph_is_refused():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) + x
+
+    with pytest.raises(FormatError, match="sequential chains only"):
+        Model.from_torch(Residual(), torch.zeros(1, 4))
+
+
+def test_batchnorm_without_conv_is_refused():
+    with pytest.raises(FormatError, match="BatchNorm2d.*folded into a Conv2d"):
+        Model.from_torch(nn.Sequential(nn.BatchNorm2d(1), nn.Flatten()), torch.zeros(1, 1, 2, 2))
+
+
+def test_bad_files(tmp_path):
+    whole = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Linear(2, 2)), whole)  # a pickled module, not a state_dict
+    with pytest.raises(FormatError, match="weights_only=True.*state_dict"):
+        Model.from_torch(whole, arch="lenet5")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file at all")
+    with pytest.raises(FormatError, match="garbage.pt"):
+        Model.from_torch(garbage, arch="lenet5")
+    with pytest.raises(FileNotFoundError):
+        Model.from_torch(tmp_path / "missing.pt", arch="lenet5")
+    state = finalize(make_net("lenet5")).state_dict()
+    with pytest.raises(FormatError, match="pass arch="):
+        Model.from_torch(state)
+    with pytest.raises(FormatError, match=r"conv1.weight.*expected \(32, 1, 5, 5\)"):
+        Model.from_torch(state, arch="mnist_cnn")
+    with pytest.raises(FormatError, match="does not fit Sequential"):
+        Model.from_torch(state, arch=small_vgg(), example_input=example("small_vgg"))
+
+
+def test_cli_convert_state_dict(tmp_path, capsys):
+    net = finalize(make_net("lenet5"))
+    source, target = tmp_path / "lenet5.pth", tmp_path / "lenet5.npz"
+    torch.save(net.state_dict(), source)
+    assert cli_main(["convert", str(source), "-o", str(target), "--arch", "lenet5"]) == 0
+    out = capsys.readouterr().out
+    assert "fc1" in out and "bytes" in out
+    x = example("lenet5")
+    assert relative_error(Model.load(target)(x.numpy()), torch_forward(net, x)) < 1e-4
+    assert cli_main(["convert", str(source), "-o", str(target)]) == 2
+    assert "--arch" in capsys.readouterr().err
