@@ -33,6 +33,16 @@ FC_DENSITIES = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02)
 MIN_ROUND_SECONDS = 20e-6
 MAX_ROUNDS = 2000
 
+# Scaling (opt-in, --scaling): batch 8 and 256 beside the default 1 and 64 on the
+# two big FC shapes at 10 % and 5 %, and a density sweep (0-95 % pruned) of the
+# "auto" backend against dense on 4096x4096 and one VGG-16 convolution.
+SCALING_FC_SHAPES = ((4096, 4096), (25088, 4096))
+SCALING_FC_DENSITIES = (0.1, 0.05)
+SCALING_EXTRA_BATCHES = (8, 256)
+SWEEP_DENSITIES = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+SWEEP_CONV_LAYER = "conv4_2"  # 512x512 3x3 @28: the middle of VGG-16's conv cost
+SWEEP_BACKENDS = ("auto", "sparse", "dense")
+
 LARGE_REASON = ("batch-64 convolution and VGG-16 cases take minutes on a few cores: "
                 "opt in with --large-batches or SPARSENET_BENCH_LARGE=1")
 
@@ -101,6 +111,21 @@ def vgg16_conv_cases() -> list[LayerCase]:
         size = 224 >> (block - 1)  # each block ends in a 2x2 pool
         cases.append(LayerCase("conv", spec.name, spec.weight_shape, (spec.weight_shape[1], size, size),
                                VGG16.han_densities[spec.name], spec.padding))
+    return cases
+
+
+def scaling_fc_cases() -> list[LayerCase]:
+    return [LayerCase("fc", f"{fin}x{fout}", (fout, fin), (fin,), density)
+            for fin, fout in SCALING_FC_SHAPES for density in SCALING_FC_DENSITIES]
+
+
+def sweep_cases() -> list[LayerCase]:
+    """Density sweep for backend="auto": 4096x4096 and one VGG-16 convolution,
+    named ``sweep-...`` so they never collide with the default cases' ids."""
+    conv = next(c for c in vgg16_conv_cases() if c.name == SWEEP_CONV_LAYER)
+    cases = [LayerCase("fc", "4096x4096", (4096, 4096), (4096,), d) for d in SWEEP_DENSITIES]
+    cases += [LayerCase("conv", conv.name, conv.weight_shape, conv.sample_shape, d, conv.padding)
+              for d in SWEEP_DENSITIES]
     return cases
 
 
@@ -235,6 +260,57 @@ def run_case(benchmark: Any, config: pytest.Config, model: sparsenet.Model, x: n
     record(config, group, backend, median, dict(extra))
 
 
+def peer_threads(config: pytest.Config) -> int:
+    """Threads for peer engines: --threads / SPARSENET_BENCH_THREADS, else the
+    engine's own count (which follows SPARSENET_NUM_THREADS or every core)."""
+    threads = config.getoption("threads")
+    if threads is None:
+        import os
+        threads = int(os.environ.get("SPARSENET_BENCH_THREADS") or 0) or sparsenet.get_num_threads()
+    return threads
+
+
+def run_peer_case(benchmark: Any, config: pytest.Config, runner: Any, reference: sparsenet.Model, x: np.ndarray, *,
+                  group: str, engine: str, info: dict) -> None:
+    """Time a peer engine's ``runner.forward(x)`` with the same loop as ``run_case``;
+    FLOPs come from the sparsenet reference model with the same weights, bytes
+    from the weights as the peer stores them."""
+    import peers  # bench/peers.py; imported here so benchlib itself needs no peer
+
+    benchmark.group = group
+    forward = runner.forward
+    rounds = iterations = 1
+    if benchmark.enabled:
+        forward(x)
+        estimate = _time_call(forward, x)
+        if estimate < 1e-3:
+            estimate = min(estimate, *(_time_call(forward, x) for _ in range(5)))
+        rounds, iterations = plan_rounds(estimate, float(config.getoption("benchmark_max_time")),
+                                         int(config.getoption("benchmark_min_rounds")))
+    benchmark.pedantic(forward, args=(x,), rounds=rounds, iterations=iterations, warmup_rounds=0)
+
+    batch = x.shape[0]
+    cost = model_cost(reference, x.shape[1:], batch)
+    ops = peers.ops_of(reference)
+    peer_weight_bytes = peers.weight_bytes(engine, ops)
+    cost["bytes_moved"] += peer_weight_bytes - cost["weight_bytes"]
+    cost["weight_bytes"] = peer_weight_bytes
+    if engine not in peers.SPARSE_ENGINES:  # dense peers execute every multiply-add
+        cost["flop_real"] = cost["flop_dense_equivalent"]
+    extra = benchmark.extra_info
+    extra.update(info)
+    extra.update(backend=engine, engine=engine, engine_version=peers.engine_version(engine), peer=True, batch=batch,
+                 input_shape=list(x.shape[1:]), threads=peer_threads(config), rounds=rounds, iterations=iterations,
+                 **cost)
+    extra["density_actual"] = cost["nnz"] / max(1, cost["dense_params"])
+    if benchmark.stats is None:
+        return
+    median = benchmark.stats.stats.median
+    extra.update(rates(cost, median))
+    config.stash.setdefault(PEER_RESULTS, []).append({"group": group, "backend": engine, "median": median,
+                                                      "extra_info": dict(extra)})
+
+
 def rates(cost: dict, median: float) -> dict:
     return {
         "median_s": median,
@@ -246,6 +322,7 @@ def rates(cost: dict, median: float) -> dict:
 
 # ----------------------------------------------------------------- ratio table
 RESULTS = pytest.StashKey[list]()
+PEER_RESULTS = pytest.StashKey[list]()
 
 
 def record(config: pytest.Config, group: str, backend: str, median: float, info: dict) -> None:

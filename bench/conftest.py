@@ -18,9 +18,12 @@ except ImportError as exc:  # pragma: no cover - a set-up problem, not a bench r
     raise pytest.UsageError(f"cannot import sparsenet ({exc}); install it or run with PYTHONPATH=python") from None
 
 import benchlib  # noqa: E402
+import peers  # noqa: E402
 
 THREADS_ENV = "SPARSENET_BENCH_THREADS"
 LARGE_ENV = "SPARSENET_BENCH_LARGE"
+SCALING_ENV = "SPARSENET_BENCH_SCALING"
+PEERS_ENV = "SPARSENET_BENCH_PEERS"
 LOAD_AT_START = pytest.StashKey[tuple]()
 # Layers first, whole networks last, whatever the file names sort to.
 RUN_ORDER = ("fc", "conv", "end_to_end")
@@ -34,6 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--large-batches", action="store_true", default=False,
                     help=f"also run batch-64 convolutions and VGG-16 end to end at batch 64 (slow); "
                          f"same as {LARGE_ENV}=1")
+    group.addoption("--scaling", action="store_true", default=False,
+                    help=f"also run the scaling cases: FC batch 8/256 and the auto-vs-dense density sweep; "
+                         f"same as {SCALING_ENV}=1")
+    group.addoption("--peers", default=None, metavar="ENGINES",
+                    help=f"also time peer engines on the same cases: comma-separated from "
+                         f"{', '.join(peers.ENGINES)}, or 'all' (the installed ones); default ${PEERS_ENV}, else none. "
+                         f"One engine per process is fairer: see bench/run_peers.py")
 
 
 def _requested_threads(config: pytest.Config) -> int | None:
@@ -52,12 +62,25 @@ def _large_enabled(config: pytest.Config) -> bool:
     return config.getoption("large_batches") or os.environ.get(LARGE_ENV, "") not in ("", "0")
 
 
+def _scaling_enabled(config: pytest.Config) -> bool:
+    return config.getoption("scaling") or os.environ.get(SCALING_ENV, "") not in ("", "0")
+
+
+def _requested_peers(config: pytest.Config) -> list[str]:
+    try:
+        return peers.parse_engines(config.getoption("peers") or os.environ.get(PEERS_ENV))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for marker, text in (
         ("fc", "fully connected layer benchmarks"),
         ("conv", "VGG-16 convolution layer benchmarks"),
         ("end_to_end", "whole-network benchmarks (LeNet-5, mnist_cnn, VGG-16)"),
         ("large", f"slow cases, skipped unless --large-batches or {LARGE_ENV}=1"),
+        ("scaling", f"batch 8/256 and density-sweep cases, skipped unless --scaling or {SCALING_ENV}=1"),
+        ("peer", f"peer-engine cases, deselected unless --peers or {PEERS_ENV} names the engine"),
     ):
         config.addinivalue_line("markers", f"{marker}: {text}")
     threads = _requested_threads(config)
@@ -77,12 +100,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Stable sort: within a file the cases keep their build-once order.
     for slot, item in zip(slots, sorted((items[i] for i in slots), key=rank)):
         items[slot] = item
-    if _large_enabled(config):
-        return
-    skip = pytest.mark.skip(reason=benchlib.LARGE_REASON)
-    for i in slots:
-        if items[i].get_closest_marker("large") is not None:
-            items[i].add_marker(skip)
+    # Peer cases only for the engines asked for: deselected, not skipped (there are hundreds).
+    wanted = set(_requested_peers(config))
+    dropped = [item for item in items if BENCH_DIR in item.path.parents and item.get_closest_marker("peer")
+               and getattr(item, "callspec", None) and item.callspec.params.get("engine") not in wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        dropped_ids = {id(item) for item in dropped}
+        items[:] = [item for item in items if id(item) not in dropped_ids]
+        slots = [i for i, item in enumerate(items) if BENCH_DIR in item.path.parents]
+    for marker, enabled, reason in (
+        ("large", _large_enabled(config), benchlib.LARGE_REASON),
+        ("scaling", _scaling_enabled(config), f"scaling cases: opt in with --scaling or {SCALING_ENV}=1"),
+    ):
+        if enabled:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for i in slots:
+            if items[i].get_closest_marker(marker) is not None:
+                items[i].add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +136,22 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "num_threads": sparsenet.get_num_threads(),
         "threads_requested": _requested_threads(config),
         "load_average_before_run": list(config.stash.get(LOAD_AT_START, ())),
+        "cpu_model": _cpu_model(),
+        "peers": {engine: peers.engine_version(engine) for engine in _requested_peers(config)},
+        "peer_threads": benchlib.peer_threads(config),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
@@ -128,6 +179,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    _peer_summary(terminalreporter, config)
     records = config.stash.get(benchlib.RESULTS, [])
     if not records:
         return
@@ -150,3 +202,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         if start[0] > 0.5 * cores:
             note += " (busy machine: compare the ratios rather than the times)"
         write(note)
+
+
+def _peer_summary(terminalreporter, config: pytest.Config) -> None:
+    """One line per peer measurement, with the ratio to sparsenet's sparse median
+    when the same run measured it (run_peers.py runs engines apart: see report.py)."""
+    records = config.stash.get(benchlib.PEER_RESULTS, [])
+    if not records:
+        return
+    sparse = {r["group"]: r["median"] for r in config.stash.get(benchlib.RESULTS, []) if r["backend"] == "sparse"}
+    terminalreporter.write_sep("=", f"peer engines, medians (threads: {benchlib.peer_threads(config)})")
+    for rec in records:
+        ratio = f"  {rec['median'] / sparse[rec['group']]:.2f}x sparsenet sparse" if rec["group"] in sparse else ""
+        terminalreporter.write_line(f"{rec['group']:<44} {rec['backend']:<12} "
+                                    f"{benchlib._format_time(rec['median']):>10}{ratio}")
