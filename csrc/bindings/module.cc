@@ -8,6 +8,9 @@
 
 #include "../src/kernels.h"
 #include "sparsenet/sparsenet.h"
+#ifdef SPARSENET_WITH_CUDA
+#include "../src/cuda/cuda_model.h"
+#endif
 
 namespace py = pybind11;
 using namespace sparsenet;
@@ -113,6 +116,83 @@ FloatArray model_forward(const Model& model, const FloatArray& x) {
   return y;
 }
 
+#ifdef SPARSENET_WITH_CUDA
+Shape sample_shape(const std::vector<int64_t>& shape) {
+  if (shape.size() != 2 && shape.size() != 4)
+    throw ShapeError("input must be (N, C, H, W) or (N, F), got " + std::to_string(shape.size()) +
+                     " dimensions");
+  return Shape(shape.begin() + 1, shape.end());
+}
+
+FloatArray output_for(const CudaModel& model, int64_t batch, const Shape& sample) {
+  const Shape out_sample = model.output_shape(sample);
+  std::vector<py::ssize_t> out_shape{batch};
+  out_shape.insert(out_shape.end(), out_sample.begin(), out_sample.end());
+  return FloatArray(out_shape);
+}
+
+FloatArray cuda_model_forward(const CudaModel& model, const FloatArray& x) {
+  const Shape sample = sample_shape(std::vector<int64_t>(x.shape(), x.shape() + x.ndim()));
+  FloatArray y = output_for(model, x.shape(0), sample);
+  const float* in = x.data();
+  float* out = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    model.forward(in, false, x.shape(0), sample, out);
+  }
+  return y;
+}
+
+// x: a float32 C-contiguous array in device memory, given by address and shape
+// (from __cuda_array_interface__); the output comes back to host memory.
+FloatArray cuda_model_forward_device(const CudaModel& model, uintptr_t address,
+                                     const std::vector<int64_t>& shape) {
+  const Shape sample = sample_shape(shape);
+  FloatArray y = output_for(model, shape[0], sample);
+  float* out = y.mutable_data();
+  {
+    py::gil_scoped_release release;
+    model.forward(reinterpret_cast<const float*>(address), true, shape[0], sample, out);
+  }
+  return y;
+}
+
+FloatArray cuda_raw_csr(int64_t rows, int64_t cols, const Int64Array& indptr, const Int64Array& indices,
+                        const FloatArray& values, const FloatArray& x,
+                        const std::optional<FloatArray>& bias, bool relu, int index_bits) {
+  const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
+  const bool vector = x.ndim() == 1;
+  if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
+    throw ShapeError("x must be (cols,) or (cols, n) with cols = " + std::to_string(cols));
+  if (bias && bias->size() != rows) throw ShapeError("bias must have rows entries");
+  const size_t n = vector ? 1 : static_cast<size_t>(x.shape(1));
+  FloatArray y = vector ? FloatArray(rows) : FloatArray({rows, static_cast<int64_t>(n)});
+  const float* b = bias ? bias->data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    cuda_raw_csr_kernel(m, x.data(), n, vector, b, relu, index_bits, y.mutable_data());
+  }
+  return y;
+}
+
+FloatArray cuda_raw_dense_product(const FloatArray& w, const FloatArray& x,
+                                  const std::optional<FloatArray>& bias, bool relu) {
+  if (w.ndim() != 2 || (x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != w.shape(1))
+    throw ShapeError("w must be (rows, cols) and x (cols,) or (cols, n)");
+  const int64_t rows = w.shape(0), cols = w.shape(1);
+  if (bias && bias->size() != rows) throw ShapeError("bias must have rows entries");
+  const bool vector = x.ndim() == 1;
+  const size_t n = vector ? 1 : static_cast<size_t>(x.shape(1));
+  FloatArray y = vector ? FloatArray(rows) : FloatArray({rows, static_cast<int64_t>(n)});
+  const float* b = bias ? bias->data() : nullptr;
+  {
+    py::gil_scoped_release release;
+    cuda_raw_dense(w.data(), rows, cols, x.data(), n, vector, b, relu, y.mutable_data());
+  }
+  return y;
+}
+#endif
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -122,6 +202,7 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<ShapeError>(m, "ShapeError", model_error.ptr());
   py::register_exception<WeightError>(m, "WeightError", model_error.ptr());
   py::register_exception<FormatError>(m, "FormatError", model_error.ptr());
+  py::register_exception<DeviceError>(m, "DeviceError", model_error.ptr());
 
   m.def("set_num_threads", &set_num_threads, py::arg("num_threads"));
   m.def("get_num_threads", &get_num_threads);
@@ -237,4 +318,44 @@ PYBIND11_MODULE(_core, m) {
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
         py::arg("col_end") = -1,
         "Run one registry kernel directly (tests and benchmarks only).");
+
+#ifdef SPARSENET_WITH_CUDA
+  m.def("cuda_built", [] { return true; });
+  m.def("cuda_available", [] { return cuda_device_available(); },
+        "True when the CUDA path is built and a CUDA device is present.");
+  m.def("cuda_device", &cuda_device_description);
+  py::class_<CudaModel>(m, "CudaModel")
+      .def(py::init([](const Model& model, const std::string& backend) {
+             return std::make_unique<CudaModel>(model, parse_backend(backend));
+           }),
+           py::arg("model"), py::arg("backend"))
+      .def("output_shape", &CudaModel::output_shape, py::arg("input_shape"))
+      .def_property_readonly("layer_backends", &CudaModel::layer_backends)
+      .def_property_readonly("device", &CudaModel::device)
+      .def("forward", &cuda_model_forward, py::arg("x"),
+           "Forward pass of a host float32 C-contiguous batch on the device; releases the GIL.")
+      .def("forward_device", &cuda_model_forward_device, py::arg("address"), py::arg("shape"),
+           "Forward pass of a float32 C-contiguous batch already in device memory.");
+  m.def("_cuda_raw_csr_kernel", &cuda_raw_csr, py::arg("rows"), py::arg("cols"), py::arg("indptr"),
+        py::arg("indices"), py::arg("values"), py::arg("x"), py::arg("bias") = py::none(),
+        py::arg("relu") = false, py::arg("index_bits") = 16, "One CUDA CSR kernel (tests only).");
+  m.def("_cuda_raw_dense", &cuda_raw_dense_product, py::arg("w"), py::arg("x"),
+        py::arg("bias") = py::none(), py::arg("relu") = false, "cuBLAS W x (tests only).");
+  m.def("_cuda_time_csr", [](int64_t rows, int64_t cols, const Int64Array& indptr, const Int64Array& indices,
+                             const FloatArray& values, size_t n, int repeats) {
+          const CsrMatrix a = make_csr("benchmark", rows, cols, indptr, indices, values);
+          py::gil_scoped_release release;
+          return cuda_time_csr_kernel(a, n, repeats);
+        }, py::arg("rows"), py::arg("cols"), py::arg("indptr"), py::arg("indices"), py::arg("values"),
+        py::arg("n"), py::arg("repeats"), "Median device seconds of the CSR kernel (benchmarks).");
+  m.def("_cuda_time_dense", [](int64_t rows, int64_t cols, size_t n, int repeats) {
+          py::gil_scoped_release release;
+          return cuda_time_dense(rows, cols, n, repeats);
+        }, py::arg("rows"), py::arg("cols"), py::arg("n"), py::arg("repeats"),
+        "Median device seconds of cuBLAS sgemv / sgemm (benchmarks).");
+#else
+  m.def("cuda_built", [] { return false; });
+  m.def("cuda_available", [] { return false; },
+        "False: this build has no CUDA path (SPARSENET_ENABLE_CUDA=OFF).");
+#endif
 }

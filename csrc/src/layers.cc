@@ -146,6 +146,18 @@ void WeightedLayer::run_chosen(int64_t key, const std::function<void(Backend, bo
   run(chosen, false);
 }
 
+CsrMatrix WeightedLayer::weight_csr() const {
+  if (backend_ != Backend::kDense) return sparse_;
+  return CsrMatrix::from_dense("layer '" + name() + "'", rows_, cols_, dense_.data());
+}
+
+std::vector<float> WeightedLayer::weight_dense() const {
+  if (backend_ != Backend::kSparse) return dense_;
+  std::vector<float> dense(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));
+  sparse_.to_dense(dense.data());
+  return dense;
+}
+
 void WeightedLayer::sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y,
                                          size_t ldy, bool relu) const {
   sparse_tile(x, ldx, 0, static_cast<size_t>(rows_), 0, n, y, ldy, relu);

@@ -34,4 +34,12 @@ class FormatError : public Error {
   using Error::Error;
 };
 
+// The CUDA path cannot run: not built (SPARSENET_ENABLE_CUDA=OFF), no CUDA
+// device or driver, or a CUDA call failed. Device memory exhaustion is
+// std::bad_alloc instead.
+class DeviceError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace sparsenet

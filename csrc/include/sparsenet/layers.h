@@ -111,6 +111,14 @@ class WeightedLayer : public Layer {
   size_t nnz() const { return nnz_; }
   bool accepts_fused_relu() const override { return true; }
 
+  // Read access for other backends (the CUDA path). bias(): rows() entries or
+  // empty. weight_csr(): the weight in CSR form (built from the dense copy,
+  // keeping nonzeros, for a dense layer). weight_dense(): rows() x cols()
+  // row-major floats (expanded from CSR for a sparse layer).
+  const std::vector<float>& bias() const { return bias_; }
+  CsrMatrix weight_csr() const;
+  std::vector<float> weight_dense() const;
+
  protected:
   // Calls run(backend, false) with the backend for this input-size key. For an
   // auto layer meeting `key` for the first time, first times run(b, true) for
@@ -172,6 +180,13 @@ class Conv2d : public WeightedLayer {
          int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
          int64_t pad_w, Backend backend);
   const char* kind() const override { return "conv2d"; }
+  int64_t in_channels() const { return in_channels_; }
+  int64_t kernel_h() const { return kernel_h_; }
+  int64_t kernel_w() const { return kernel_w_; }
+  int64_t stride_h() const { return stride_h_; }
+  int64_t stride_w() const { return stride_w_; }
+  int64_t pad_h() const { return pad_h_; }
+  int64_t pad_w() const { return pad_w_; }
   Shape output_shape(const Shape& input) const override;
   size_t scratch_floats(const Shape& input, int64_t batch) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
@@ -202,6 +217,14 @@ class Pool2d : public Layer {
   Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
          int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad);
   const char* kind() const override { return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d"; }
+  PoolMode mode() const { return mode_; }
+  int64_t kernel_h() const { return kernel_h_; }
+  int64_t kernel_w() const { return kernel_w_; }
+  int64_t stride_h() const { return stride_h_; }
+  int64_t stride_w() const { return stride_w_; }
+  int64_t pad_h() const { return pad_h_; }
+  int64_t pad_w() const { return pad_w_; }
+  bool count_include_pad() const { return count_include_pad_; }
   Shape output_shape(const Shape& input) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
