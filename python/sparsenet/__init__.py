@@ -13,7 +13,7 @@ import os
 from . import _core
 from .errors import FormatError, InputError, ModelError, ShapeError, WeightError
 from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight
-from .model import Model
+from .model import CudaModel, DeviceError, Model
 from . import models
 
 __version__ = "0.1.0"
@@ -45,13 +45,16 @@ def kernel_info() -> dict:
     }
 
 
+DeviceError.__module__ = "sparsenet"
+
+
 def cuda_available() -> bool:
-    """Whether the CUDA path was built and a device is present (not built in this version)."""
-    return False
+    """Whether the CUDA path was built (SPARSENET_ENABLE_CUDA=ON) and a CUDA device is present."""
+    return bool(_core.cuda_available())
 
 
 __all__ = [
     "Model", "Layer", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Flatten", "Softmax", "Dropout",
     "SparseWeight", "models", "set_num_threads", "get_num_threads", "kernel_info", "cuda_available",
-    "ModelError", "ShapeError", "WeightError", "FormatError", "InputError",
+    "ModelError", "ShapeError", "WeightError", "FormatError", "InputError", "CudaModel", "DeviceError",
 ]

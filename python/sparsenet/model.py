@@ -8,10 +8,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from . import _core
+from ._core import DeviceError
 from .errors import FormatError, InputError, ShapeError
 from .layers import Conv2d, Dropout, Flatten, Layer, Linear, _Pool2d, _Weighted
 
 BACKENDS = ("auto", "sparse", "dense")
+DEVICES = ("cpu", "cuda")
 
 
 def _static_chain_check(layers: Sequence[Layer]) -> None:
@@ -98,24 +100,21 @@ class Model:
 
     def forward(self, x: Any) -> np.ndarray:
         """Run a batch: ``x`` is (N, C, H, W) or (N, F); returns float32 (N, ...)."""
-        try:
-            array = np.asarray(x)
-        except (ValueError, TypeError) as exc:  # ragged nested lists and the like
-            raise InputError(f"input cannot be converted to an array: {exc}") from None
-        if array.dtype.kind != "f":
-            raise InputError(f"input dtype {array.dtype} is not floating point; convert explicitly, "
-                             "e.g. x.astype(np.float32) / 255 for 8-bit images")
-        if array.ndim not in (2, 4):
-            hint = "; add a batch dimension, e.g. x[None]" if array.ndim in (1, 3) else ""
-            raise ShapeError(f"input of shape {array.shape} must be (N, C, H, W) or (N, F){hint}")
-        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused below
-            array = np.ascontiguousarray(array, dtype=np.float32)
-        if not np.isfinite(array).all():
-            raise InputError(f"input of shape {array.shape} contains NaN or Inf")
+        array = _host_input(x)
         try:
             return self._engine.forward(array)
         except ShapeError as exc:
             raise ShapeError(f"input of shape {array.shape}: {exc}") from None
+
+    def to(self, device: str, backend: str | None = None) -> "Model | CudaModel":
+        """``"cpu"``: this model. ``"cuda"``: a :class:`CudaModel` running the same
+        weights on the GPU (``backend`` defaults to this model's). Raises
+        ``DeviceError`` when sparsenet was built without CUDA or no device is present."""
+        if device not in DEVICES:
+            raise DeviceError(f"device must be one of {DEVICES}, got {device!r}")
+        if device == "cpu":
+            return self
+        return CudaModel(self, backend if backend is not None else self.backend)
 
     def output_shape(self, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """One sample's output shape for one sample's input shape."""
@@ -181,7 +180,8 @@ class Model:
         save_model(self, path, compress=compress)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = "auto", arch: str | None = None, **options: Any) -> "Model":
+    def load(cls, path: str | os.PathLike, backend: str = "auto", arch: str | None = None, device: str = "cpu",
+             **options: Any) -> "Model | CudaModel":
         """Load a sparsenet ``.npz``, or, with ``arch``, weights exported by other tools.
 
         ``arch`` names a built-in architecture (see ``sparsenet.models``); the file
@@ -189,38 +189,119 @@ class Model:
         SparseTensor triplets (docs/format.md lists the key conventions).
         ``options``: ``max_bytes`` (read limit), ``tf_fc_layout`` ("in_out" or
         "out_in") and ``flatten_order`` ("chw" or "hwc") for TensorFlow exports.
+        ``device="cuda"`` returns ``model.to("cuda")``.
         """
         from .format import load_model
 
-        return load_model(path, backend=backend, arch=arch, **options)
+        if device not in DEVICES:
+            raise DeviceError(f"device must be one of {DEVICES}, got {device!r}")
+        if device == "cuda":
+            _require_cuda()  # before reading the file
+        return load_model(path, backend=backend, arch=arch, **options).to(device)
 
-    # ------------------------------------------------ other frameworks' models
-    @classmethod
-    def from_torch(cls, source: Any, example_input: Any = None, **options: Any) -> "Model":
-        """From a PyTorch ``nn.Module`` (traced on ``example_input``), or a
-        ``state_dict`` / ``.pt`` path with ``arch=`` (a built-in name or the
-        module). ``options``: ``arch``, ``backend``, ``input_shape``, ``name``.
-        Needs ``sparsenet[torch]``; see docs/importing.md."""
-        from .frameworks._torch import from_torch
 
-        return from_torch(source, example_input, **options)
+def _host_input(x: Any) -> np.ndarray:
+    """``x`` as a float32 C-contiguous (N, C, H, W) or (N, F) array of finite values."""
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise InputError(f"input cannot be converted to an array: {exc}") from None
+    if array.dtype.kind != "f":
+        raise InputError(f"input dtype {array.dtype} is not floating point; convert explicitly, "
+                         "e.g. x.astype(np.float32) / 255 for 8-bit images")
+    if array.ndim not in (2, 4):
+        hint = "; add a batch dimension, e.g. x[None]" if array.ndim in (1, 3) else ""
+        raise ShapeError(f"input of shape {array.shape} must be (N, C, H, W) or (N, F){hint}")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused below
+        array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InputError(f"input of shape {array.shape} contains NaN or Inf")
+    return array
 
-    @classmethod
-    def from_onnx(cls, path: str | os.PathLike, **options: Any) -> "Model":
-        """From an ONNX file. ``options``: ``backend``, ``input_shape``, ``name``.
-        Needs ``sparsenet[onnx]``; see docs/importing.md."""
-        from .frameworks._onnx import from_onnx
 
-        return from_onnx(path, **options)
+_BUILD_HINT = ("rebuild it with the CUDA path: pip install . -C cmake.define.SPARSENET_ENABLE_CUDA=ON "
+               "(needs nvcc and cuBLAS; see README, section CUDA)")
 
-    @classmethod
-    def from_keras(cls, path: str | os.PathLike, **options: Any) -> "Model":
-        """From a Keras ``.keras`` or ``.h5`` file, read without TensorFlow. The
-        model takes NCHW input. ``options``: ``backend``, ``input_shape``, ``name``.
-        Needs ``sparsenet[keras]``; see docs/importing.md."""
-        from .frameworks._keras import from_keras
 
-        return from_keras(path, **options)
+def _require_cuda() -> None:
+    if not _core.cuda_built():
+        raise DeviceError(f"device='cuda': this sparsenet was built without CUDA; {_BUILD_HINT}")
+    if not _core.cuda_available():
+        raise DeviceError("device='cuda': sparsenet was built with CUDA but no CUDA device is usable "
+                          "(no GPU, or no driver); sparsenet.cuda_available() tells beforehand")
+
+
+class CudaModel:
+    """A :class:`Model`'s weights on a CUDA device (``model.to("cuda")``).
+
+    ``model(x)`` copies a host batch to the device once, runs every layer there
+    and copies the output back once; the result is a numpy array. ``x`` may
+    also be a float32 C-contiguous device array with ``__cuda_array_interface__``
+    (CuPy, Numba, PyTorch), read in place without a host copy (it is not checked
+    for NaN/Inf). Weighted layers run CSR kernels (``"sparse"``) or cuBLAS
+    (``"dense"``); ``"auto"`` picks per layer by density (at most 10 % dense runs
+    sparse, a threshold not yet measured on a GPU). ``layer_backends`` tells.
+    """
+
+    device = "cuda"
+
+    def __init__(self, model: Model, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise FormatError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        _require_cuda()
+        self.model = model
+        self.backend = backend
+        self._engine = _core.CudaModel(model._engine, backend)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.forward(x)
+
+    def forward(self, x: Any) -> np.ndarray:
+        interface = getattr(x, "__cuda_array_interface__", None)
+        if interface is not None:
+            return self._forward_device(interface)
+        array = _host_input(x)
+        try:
+            return self._engine.forward(array)
+        except ShapeError as exc:
+            raise ShapeError(f"input of shape {array.shape}: {exc}") from None
+
+    def _forward_device(self, interface: dict) -> np.ndarray:
+        shape = tuple(int(d) for d in interface["shape"])
+        if interface.get("typestr") != "<f4":
+            raise InputError(f"device input has typestr {interface.get('typestr')!r}; float32 ('<f4') is needed")
+        strides = interface.get("strides")
+        if strides is not None and tuple(strides) != tuple(int(np.prod(shape[i + 1:])) * 4 for i in range(len(shape))):
+            raise InputError("device input must be C-contiguous")
+        if len(shape) not in (2, 4):
+            raise ShapeError(f"input of shape {shape} must be (N, C, H, W) or (N, F)")
+        if interface.get("mask") is not None:
+            raise InputError("masked device arrays are not supported")
+        address = int(interface["data"][0])
+        try:
+            return self._engine.forward_device(address, list(shape))
+        except ShapeError as exc:
+            raise ShapeError(f"input of shape {shape}: {exc}") from None
+
+    def to(self, device: str, backend: str | None = None) -> "Model | CudaModel":
+        if device == "cuda" and backend in (None, self.backend):
+            return self
+        return self.model.to(device, backend)
+
+    def output_shape(self, input_shape: Sequence[int] | None = None) -> tuple[int, ...]:
+        return self.model.output_shape(input_shape)
+
+    @property
+    def layer_backends(self) -> dict[str, str]:
+        """Weighted layer name -> ``"sparse"`` or ``"dense"``, as run on the device."""
+        return dict(self._engine.layer_backends)
+
+    @property
+    def device_name(self) -> str:
+        return self._engine.device
+
+    def __repr__(self) -> str:
+        return f"CudaModel(name={self.model.name!r}, layers={len(self.model.layers)}, backend={self.backend!r})"
 
 
 def _human_bytes(n: int) -> str:
