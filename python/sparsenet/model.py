@@ -199,6 +199,34 @@ class Model:
             _require_cuda()  # before reading the file
         return load_model(path, backend=backend, arch=arch, **options).to(device)
 
+    # ------------------------------------------------ other frameworks' models
+    @classmethod
+    def from_torch(cls, source: Any, example_input: Any = None, **options: Any) -> "Model":
+        """From a PyTorch ``nn.Module`` (traced on ``example_input``), or a
+        ``state_dict`` / ``.pt`` path with ``arch=`` (a built-in name or the
+        module). ``options``: ``arch``, ``backend``, ``input_shape``, ``name``.
+        Needs ``sparsenet[torch]``; see docs/importing.md."""
+        from .frameworks._torch import from_torch
+
+        return from_torch(source, example_input, **options)
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, **options: Any) -> "Model":
+        """From an ONNX file. ``options``: ``backend``, ``input_shape``, ``name``.
+        Needs ``sparsenet[onnx]``; see docs/importing.md."""
+        from .frameworks._onnx import from_onnx
+
+        return from_onnx(path, **options)
+
+    @classmethod
+    def from_keras(cls, path: str | os.PathLike, **options: Any) -> "Model":
+        """From a Keras ``.keras`` or ``.h5`` file, read without TensorFlow. The
+        model takes NCHW input. ``options``: ``backend``, ``input_shape``, ``name``.
+        Needs ``sparsenet[keras]``; see docs/importing.md."""
+        from .frameworks._keras import from_keras
+
+        return from_keras(path, **options)
+
 
 def _host_input(x: Any) -> np.ndarray:
     """``x`` as a float32 C-contiguous (N, C, H, W) or (N, F) array of finite values."""
