@@ -719,9 +719,12 @@ def test_load_limit(tmp_path):
     model.save(tmp_path / "m.npz")
     with pytest.raises(FormatError, match=r"would exceed the load limit of 100000 bytes \(max_bytes\)"):
         Model.load(tmp_path / "m.npz", max_bytes=100_000)
-    with pytest.raises(FormatError, match=r"the dense backend would need 1722000 bytes of weights, over max_bytes=1000000"):
+    with pytest.raises(FormatError, match=r"the dense backend would need 1722000 bytes of dense weights, over max_bytes=1000000"):
         Model.load(tmp_path / "m.npz", backend="dense", max_bytes=1_000_000)
-    Model.load(tmp_path / "m.npz", max_bytes=1_000_000)
+    # auto keeps dense copies of the layers above the always-sparse density, so they count too
+    with pytest.raises(FormatError, match=r"the auto backend would need 1722000 bytes of dense weights"):
+        Model.load(tmp_path / "m.npz", max_bytes=1_000_000)
+    Model.load(tmp_path / "m.npz", backend="sparse", max_bytes=1_000_000)
 
 
 def test_huge_declared_weight_refused_before_dense_allocation(tmp_path):
@@ -738,7 +741,7 @@ def test_huge_declared_weight_refused_before_dense_allocation(tmp_path):
     write_npz(tmp_path / "huge.npz", arrays)
     sparse = Model.load(tmp_path / "huge.npz", backend="sparse")
     assert sparse.layers[0].nnz == 1
-    with pytest.raises(FormatError, match=r"the dense backend would need 4398046511104 bytes of weights, over max_bytes"):
+    with pytest.raises(FormatError, match=r"the dense backend would need 4398046511104 bytes of dense weights, over max_bytes"):
         Model.load(tmp_path / "huge.npz", backend="dense")
 
 

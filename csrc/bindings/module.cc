@@ -204,6 +204,11 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<FormatError>(m, "FormatError", model_error.ptr());
   py::register_exception<DeviceError>(m, "DeviceError", model_error.ptr());
 
+  py::dict auto_sparse_density;
+  auto_sparse_density["linear"] = kAutoLinearSparseDensity;
+  auto_sparse_density["conv2d"] = kAutoConvSparseDensity;
+  m.attr("AUTO_SPARSE_DENSITY") = auto_sparse_density;
+
   m.def("set_num_threads", &set_num_threads, py::arg("num_threads"));
   m.def("get_num_threads", &get_num_threads);
   m.def("cpu_has_avx2_fma", &cpu_has_avx2_fma);

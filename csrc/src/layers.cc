@@ -20,12 +20,8 @@ namespace {
 // costs more than it saves.
 constexpr double kMinParallelWork = 64.0 * 1024.0;
 
-// backend="auto": layers at most this dense always run sparse (measured on a
-// 2-core AVX2 machine against OpenBLAS: sparse FC layers win at 5 % at every
-// batch size, direct sparse convolution at 10 % on every VGG map size); denser
-// layers keep both forms and time them per input size.
-constexpr double kAutoLinearSparseDensity = 0.05;
-constexpr double kAutoConvSparseDensity = 0.10;
+// An auto layer remembers at most this many input sizes (then starts over).
+constexpr size_t kMaxAutoChoices = 64;
 
 // Batch sizes share an auto choice within power-of-two buckets above 8.
 int64_t batch_bucket(int64_t n) {
@@ -141,6 +137,7 @@ void WeightedLayer::run_chosen(int64_t key, const std::function<void(Backend, bo
   const Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
   {
     std::lock_guard<std::mutex> lock(choices_mutex_);
+    if (choices_.size() >= kMaxAutoChoices) choices_.clear();
     choices_.emplace(key, chosen);
   }
   run(chosen, false);

@@ -85,13 +85,6 @@ Weights read_weights(NpzReader& npz, const Json& entry, const std::string& kind,
   const int64_t rows = w.shape[0];
   int64_t cols = 1;
   for (size_t i = 1; i < w.shape.size(); ++i) cols *= w.shape[i];
-  if (backend == Backend::kDense) {  // refused before anything is built, as in Python
-    const uint64_t need = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols) * 4;
-    if (need > dense_budget)
-      throw FormatError(npz.label() + ": the dense backend would need more than max_bytes=" +
-                        std::to_string(npz.max_bytes()) + " bytes of weights");
-    dense_budget -= need;
-  }
   const std::string storage = field(meta, "storage", Json::Type::kString, where).string;
   const std::string context = kind + " layer '" + name + "'";
   const std::string key = name + ".weight";
@@ -120,6 +113,16 @@ Weights read_weights(NpzReader& npz, const Json& entry, const std::string& kind,
     w.matrix = CsrMatrix::from_dense(context + " key '" + key + "'", rows, cols, values.data());
   } else {
     throw FormatError(where + ": unknown weight storage '" + storage + "' (expected 'csr' or 'dense')");
+  }
+  // Dense copies (every layer for kDense; for kAuto those denser than the
+  // always-sparse density, which keep both forms) must fit max_bytes.
+  const double always_sparse = kind == "linear" ? kAutoLinearSparseDensity : kAutoConvSparseDensity;
+  if (backend == Backend::kDense || (backend == Backend::kAuto && w.matrix.density() > always_sparse)) {
+    const uint64_t need = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols) * 4;
+    if (need > dense_budget)
+      throw FormatError(npz.label() + ": the dense copies of the weights would need more than max_bytes=" +
+                        std::to_string(npz.max_bytes()) + " bytes");
+    dense_budget -= need;
   }
   if (field(entry, "bias", Json::Type::kBool, where).boolean) {
     const NpyArray bias = npz.read(name + ".bias", "f", context);

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._npz import DEFAULT_MAX_BYTES, NpzArchive
 from .errors import FormatError, ModelError
 from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight,
@@ -78,13 +79,17 @@ def load_model(path: str | os.PathLike, backend: str = "auto", arch: str | None 
 
 
 def check_dense_budget(archive: NpzArchive, weights: list[SparseWeight], backend: str) -> None:
-    """Refuse, before any layer is built, a dense backend whose weights would
-    exceed the archive's max_bytes (a small file can declare a huge sparse weight)."""
-    if backend == "dense":
-        dense = sum(weight.dense_bytes() for weight in weights)
-        if dense > archive.max_bytes:
-            raise FormatError(f"{archive.path}: the dense backend would need {dense} bytes of weights, "
-                              f"over max_bytes={archive.max_bytes}")
+    """Refuse, before any layer is built, dense copies of the weights that would
+    exceed the archive's max_bytes (a small file can declare a huge sparse
+    weight): every layer for backend "dense", those above the always-sparse
+    density (which keep both forms) for "auto"."""
+    if backend == "sparse":
+        return
+    dense = sum(w.dense_bytes() for w in weights
+                if backend == "dense" or w.density > _core.AUTO_SPARSE_DENSITY["linear" if len(w.shape) == 2 else "conv2d"])
+    if dense > archive.max_bytes:
+        raise FormatError(f"{archive.path}: the {backend} backend would need {dense} bytes of dense weights, "
+                          f"over max_bytes={archive.max_bytes}")
 
 
 def _field(entry: dict, key: str, kind: type | tuple, where: str) -> Any:
