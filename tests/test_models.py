@@ -86,7 +86,7 @@ def test_backend_assignment(arch):
         assert_close(model(x), arch_reference(model, arch, x))
     for i, layer in enumerate(layers):
         if i % 2 == 0:  # one measured choice per input size: batch 1 and batch 3 for Linear, one map size for Conv2d
-            expected_keys = {1, 3} if isinstance(layer, Linear) else 1
+            expected_keys = {1, 3} if isinstance(layer, Linear) else 2
             assert set(layer.choices.values()) <= {"sparse", "dense"}
             assert (set(layer.choices) == expected_keys if isinstance(layer, Linear)
                     else len(layer.choices) == expected_keys), (layer.name, layer.choices)

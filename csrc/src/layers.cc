@@ -19,6 +19,8 @@ namespace {
 // Below this many multiply-adds a layer runs on one thread: waking the pool
 // costs more than it saves.
 constexpr double kMinParallelWork = 64.0 * 1024.0;
+// BLAS calls run far faster per multiply-add, so they split later.
+constexpr double kMinParallelDenseWork = 1024.0 * 1024.0;
 
 // An auto layer remembers at most this many input sizes (then starts over).
 constexpr size_t kMaxAutoChoices = 64;
@@ -189,25 +191,48 @@ void WeightedLayer::sparse_offsets_tile(const uint32_t* offsets, const float* x,
                                ep, row_begin, row_end, 0, n, y, ldy);
 }
 
+void WeightedLayer::dense_block(const float* x, size_t ldx, size_t row_begin, size_t row_end,
+                                size_t col_begin, size_t col_end, float* y, size_t ldy,
+                                bool relu) const {
+  const int m = static_cast<int>(row_end - row_begin), n = static_cast<int>(col_end - col_begin);
+  const float* a = dense_.data() + row_begin * static_cast<size_t>(cols_);
+  if (n == 1 && ldx == 1 && ldy == 1)
+    blas_sgemv(m, static_cast<int>(cols_), a, static_cast<int>(cols_), x, y + row_begin);
+  else
+    blas_sgemm(m, n, static_cast<int>(cols_), a, static_cast<int>(cols_), x + col_begin,
+               static_cast<int>(ldx), y + row_begin * ldy + col_begin, static_cast<int>(ldy));
+  if (bias_.empty() && !relu) return;
+  const Epilogue ep{bias_.empty() ? nullptr : bias_.data(), relu};
+  for (size_t r = row_begin; r < row_end; ++r) {
+    float* yr = y + r * ldy;
+    for (size_t c = col_begin; c < col_end; ++c) yr[c] = apply_epilogue(yr[c], ep, r);
+  }
+}
+
 void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const float* x, size_t ldx,
                            size_t n, float* y, size_t ldy) const {
   const bool relu = ctx.fuse_relu;
   if (backend == Backend::kDense) {
-    if (n == 1 && ldx == 1) {
-      blas_sgemv(static_cast<int>(rows_), static_cast<int>(cols_), dense_.data(),
-                 static_cast<int>(cols_), x, y);
-    } else {
-      blas_sgemm(static_cast<int>(rows_), static_cast<int>(n), static_cast<int>(cols_),
-                 dense_.data(), static_cast<int>(cols_), x, static_cast<int>(ldx), y,
-                 static_cast<int>(ldy));
+    // Single-threaded BLAS calls on blocks spread over the engine's own pool:
+    // columns when there are many (batch, output pixels), rows otherwise.
+    const size_t workers = ctx.num_workers;
+    const double work = static_cast<double>(rows_) * static_cast<double>(cols_) * static_cast<double>(n);
+    if (workers <= 1 || ctx.pool == nullptr || work < kMinParallelDenseWork) {
+      dense_block(x, ldx, 0, static_cast<size_t>(rows_), 0, n, y, ldy, relu);
+      return;
     }
-    if (!bias_.empty() || relu) {
-      const Epilogue ep{bias_.empty() ? nullptr : bias_.data(), relu};
-      for (int64_t r = 0; r < rows_; ++r) {
-        float* yr = y + static_cast<size_t>(r) * ldy;
-        for (size_t c = 0; c < n; ++c) yr[c] = apply_epilogue(yr[c], ep, r);
-      }
-    }
+    const bool by_columns = n >= 16 * workers;
+    const size_t extent = by_columns ? n : static_cast<size_t>(rows_);
+    const size_t step = by_columns ? 16 : 8;
+    const size_t blocks = std::min(workers, (extent + step - 1) / step);
+    const size_t width = ((extent + blocks - 1) / blocks + step - 1) / step * step;
+    ctx.pool->parallel_for((extent + width - 1) / width, [&](size_t b, size_t) {
+      const size_t lo = b * width, hi = std::min(extent, lo + width);
+      if (by_columns)
+        dense_block(x, ldx, 0, static_cast<size_t>(rows_), lo, hi, y, ldy, relu);
+      else
+        dense_block(x, ldx, lo, hi, 0, n, y, ldy, relu);
+    });
     return;
   }
 
@@ -435,11 +460,13 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
 
 void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
                      const ForwardContext& ctx) const {
-  // Auto layers choose per input size, measuring on the first image.
-  const int64_t key = (in.shape[1] << 32) | in.shape[2];
+  // Auto layers choose per map size and batch bucket, measuring on as many
+  // images as there are workers (enough to exercise the batch-parallel path).
+  const int64_t key = (in.shape[1] * 1000003 + in.shape[2]) * 1000003 + batch_bucket(in.batch);
+  const int64_t sample = std::min<int64_t>(in.batch, static_cast<int64_t>(std::max<size_t>(1, ctx.num_workers)));
   run_chosen(key, [&](Backend backend, bool measure) {
     if (!measure) return forward_with(backend, in, out, ctx);
-    forward_with(backend, {in.data, 1, in.shape}, {out.data, 1, out.shape}, ctx);
+    forward_with(backend, {in.data, sample, in.shape}, {out.data, sample, out.shape}, ctx);
   });
 }
 
@@ -463,12 +490,15 @@ void Conv2d::forward_with(Backend backend, const TensorView& in, const MutableTe
     return;
   }
   const size_t batch = static_cast<size_t>(in.batch);
-  if (backend == Backend::kSparse && ctx.num_workers > 1 && batch >= ctx.num_workers &&
-      ctx.pool != nullptr) {
+  if (ctx.num_workers > 1 && batch >= ctx.num_workers && ctx.pool != nullptr) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
       const float* cols = lower(image, ctx.scratch + worker * ctx.scratch_per_worker);
-      sparse_matmul_serial(cols, patches, patches, out.data + image * out_stride, patches,
-                           ctx.fuse_relu);
+      float* y = out.data + image * out_stride;
+      if (backend == Backend::kSparse)
+        sparse_matmul_serial(cols, patches, patches, y, patches, ctx.fuse_relu);
+      else
+        dense_block(cols, patches, 0, static_cast<size_t>(rows()), 0, patches, y, patches,
+                    ctx.fuse_relu);
     });
     return;
   }

@@ -107,7 +107,7 @@ std::shared_ptr<ThreadPool> current_pool() {
   if (!g_pool) {
     const int n = default_num_threads();
     g_pool = std::make_shared<ThreadPool>(n);
-    blas_set_num_threads(n);
+    blas_set_num_threads(1);  // BLAS calls are made from the pool's workers, one thread each
   }
   return g_pool;
 }
@@ -119,7 +119,7 @@ void set_num_threads(int num_threads) {
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   if (!g_pool || g_pool->num_threads() != num_threads)
     g_pool = std::make_shared<ThreadPool>(num_threads);
-  blas_set_num_threads(num_threads);
+  blas_set_num_threads(1);
 }
 
 int get_num_threads() { return current_pool()->num_threads(); }

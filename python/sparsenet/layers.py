@@ -211,7 +211,7 @@ class _Weighted(Layer):
     @property
     def choices(self) -> dict:
         """For backend "auto": the backend measured fastest per input size so far
-        (key: batch bucket for Linear, (H << 32) | W for Conv2d)."""
+        (key: the batch bucket for Linear, a hash of map size and batch bucket for Conv2d)."""
         core = getattr(self, "_core", None)
         return dict(core.choices) if core is not None else {}
 

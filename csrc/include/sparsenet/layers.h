@@ -146,6 +146,10 @@ class WeightedLayer : public Layer {
   void sparse_offsets_tile(const uint32_t* offsets, const float* x, size_t row_begin,
                            size_t row_end, size_t n, float* y, size_t ldy, bool relu) const;
   const CsrMatrix& sparse_weight() const { return sparse_; }
+  // The dense product of rows [row_begin, row_end) and columns [col_begin,
+  // col_end) as one single-threaded BLAS call, then the epilogue.
+  void dense_block(const float* x, size_t ldx, size_t row_begin, size_t row_end,
+                   size_t col_begin, size_t col_end, float* y, size_t ldy, bool relu) const;
 
  private:
   void sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
