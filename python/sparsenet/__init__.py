@@ -39,8 +39,10 @@ def kernel_info() -> dict:
         "kernels": {
             "csrmv": [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"],
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
+            "conv2d": "sparse: direct convolution on csrmm (stride 1), im2col + csrmm (other strides); "
+                      "dense: im2col + sgemm",
         },
-        "blas": _core.blas_info(),
+        "blas": _core.blas_info() + "; single-threaded calls from sparsenet's pool",
         "num_threads": _core.get_num_threads(),
     }
 
