@@ -26,7 +26,10 @@ import atheris
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The checkout's package, or another copy (tests/sanitize/run.sh points this at its sanitized build).
-sys.path.insert(0, os.environ.get("SPARSENET_FUZZ_PACKAGE") or os.path.join(HERE, "..", "..", "python"))
+# The sparsenet that Python finds (installed, or PYTHONPATH=python for the dev
+# build), unless SPARSENET_FUZZ_PACKAGE names another (the sanitized build).
+if os.environ.get("SPARSENET_FUZZ_PACKAGE"):
+    sys.path.insert(0, os.environ["SPARSENET_FUZZ_PACKAGE"])
 
 # Coverage feedback from sparsenet and from the parsers it relies on: zipfile
 # (imported by atheris itself, so imported afresh here) and NumPy's .npy format.

@@ -23,7 +23,10 @@ import atheris
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The checkout's package, or another copy (tests/sanitize/run.sh points this at its sanitized build).
-sys.path.insert(0, os.environ.get("SPARSENET_FUZZ_PACKAGE") or os.path.join(HERE, "..", "..", "python"))
+# The sparsenet that Python finds (installed, or PYTHONPATH=python for the dev
+# build), unless SPARSENET_FUZZ_PACKAGE names another (the sanitized build).
+if os.environ.get("SPARSENET_FUZZ_PACKAGE"):
+    sys.path.insert(0, os.environ["SPARSENET_FUZZ_PACKAGE"])
 sys.path.insert(0, os.path.join(HERE, ".."))  # tests/conftest.py: the NumPy reference
 
 with atheris.instrument_imports(include=["sparsenet"]):

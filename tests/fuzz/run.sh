@@ -43,6 +43,28 @@ for harness in load model; do
   fi
 done
 
+# The C++ loader under libFuzzer (clang with libFuzzer, ASan and UBSan),
+# on the same seeds (one options byte, then the file).
+if command -v "${FUZZ_CXX:-clang++}" >/dev/null 2>&1; then
+  log="$ARTIFACTS/cpp_load.log"
+  start=$(date +%s)
+  if ! bash "$HERE/cpp/build.sh" "$WORK/cpp-build" >"$ARTIFACTS/cpp_build.log" 2>&1; then
+    echo "cpp_load: build failed"; tail -30 "$ARTIFACTS/cpp_build.log"; failed=1
+  else
+    mkdir -p "$WORK/cpp_load"
+    # shellcheck disable=SC2086
+    "$WORK/cpp-build/load_fuzzer" "$WORK/cpp_load" "$HERE/corpus/load" -max_total_time="$SECONDS_EACH" \
+      -timeout=20 -rss_limit_mb=2048 -artifact_prefix="$ARTIFACTS/cpp_load-" -print_final_stats=1 \
+      ${FUZZ_ARGS:-} >"$log" 2>&1
+    status=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    echo "cpp_load: ${runs:-?} inputs in $(( $(date +%s) - start )) s, exit status $status"
+    if [ "$status" -ne 0 ]; then failed=1; tail -60 "$log"; fi
+  fi
+else
+  echo "cpp_load: skipped (no clang++; apt-get install clang libclang-rt-14-dev)"
+fi
+
 if [ "$failed" -ne 0 ]; then
   echo "fuzz: FAILED; failing inputs and logs in $ARTIFACTS (replay: $PYTHON tests/fuzz/fuzz_<harness>.py FILE)"
   exit 1
