@@ -142,8 +142,9 @@ def test_han_densities_are_published_values():
 
 
 def test_random_models_are_reproducible():
-    a, b = sparsenet.models.lenet5(seed=5), sparsenet.models.lenet5(seed=5)
-    c = sparsenet.models.lenet5(seed=6)
+    # backend="sparse": two auto models time their layers separately and may choose differently
+    a, b = sparsenet.models.lenet5(seed=5, backend="sparse"), sparsenet.models.lenet5(seed=5, backend="sparse")
+    c = sparsenet.models.lenet5(seed=6, backend="sparse")
     x = input_batch("lenet5", 2)
     assert np.array_equal(a(x), b(x))
     assert not np.array_equal(a(x), c(x))

@@ -136,11 +136,12 @@ void WeightedLayer::run_chosen(int64_t key, const std::function<void(Backend, bo
     }
     if (round >= 1 && sparse_time + dense_time > 0.02) break;
   }
-  const Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
+  Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
   {
+    // Concurrent first calls may measure at once: all of them run what was stored first.
     std::lock_guard<std::mutex> lock(choices_mutex_);
     if (choices_.size() >= kMaxAutoChoices) choices_.clear();
-    choices_.emplace(key, chosen);
+    chosen = choices_.emplace(key, chosen).first->second;
   }
   run(chosen, false);
 }
