@@ -445,3 +445,15 @@ def test_summary_and_counts():
     assert model.nnz == sum(layer.nnz for layer in model.layers)
     assert model.parameters == 20 * 25 + 20 + 50 * 500 + 50 + 800 * 500 + 500 + 500 * 10 + 10
     assert "lenet5" in repr(model)
+
+
+def test_auto_choices_are_shared_by_equal_layers(tmp_path):
+    """Two loads of one file time nothing twice and choose alike, so their outputs are identical."""
+    model = sparsenet.models.mnist_cnn(densities=0.3, seed=12)  # every layer in auto's measured range
+    model.save(tmp_path / "m.npz")
+    first, second = Model.load(tmp_path / "m.npz"), Model.load(tmp_path / "m.npz")
+    x = input_batch("mnist_cnn", 3)
+    assert np.array_equal(first(x), second(x))
+    for a, b in zip(first.layers, second.layers):
+        if isinstance(a, (Conv2d, Linear)):
+            assert a.backend == "auto" and a.choices == b.choices and len(a.choices) == 1

@@ -91,6 +91,9 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
       backend_(backend),
       isa_(active_isa()),
       bias_(std::move(bias)) {
+  for (int64_t v : {rows_, cols_, static_cast<int64_t>(nnz_), static_cast<int64_t>(isa_),
+                    static_cast<int64_t>(bias_.empty())})
+    mix_signature(v);
   if (!bias_.empty() && static_cast<int64_t>(bias_.size()) != rows_)
     throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': bias has " +
                       std::to_string(bias_.size()) + " entries but the weight " +
@@ -113,13 +116,54 @@ std::vector<std::pair<int64_t, Backend>> WeightedLayer::choices() const {
   return {choices_.begin(), choices_.end()};
 }
 
-void WeightedLayer::run_chosen(int64_t key, const std::function<void(Backend, bool)>& run) const {
+namespace {
+// Process-wide record of measured choices, keyed by a layer's signature (kind,
+// shape, nnz, geometry, ISA), the input-size key and the thread count: two
+// loads of one model choose alike (so give identical results) and a reload
+// does not measure again.
+struct SharedChoices {
+  std::mutex mutex;
+  std::map<std::tuple<uint64_t, int64_t, size_t>, Backend> map;
+};
+SharedChoices& shared_choices() {
+  static SharedChoices* choices = new SharedChoices();  // never destroyed: used until exit
+  return *choices;
+}
+constexpr size_t kMaxSharedChoices = 4096;
+}  // namespace
+
+void WeightedLayer::mix_signature(int64_t value) {
+  // FNV-1a over the 8 bytes of each value.
+  for (int i = 0; i < 8; ++i) {
+    signature_ ^= static_cast<uint64_t>(value >> (8 * i)) & 0xff;
+    signature_ *= 1099511628211ull;
+  }
+}
+
+void WeightedLayer::run_chosen(int64_t key, size_t workers,
+                               const std::function<void(Backend, bool)>& run) const {
   if (backend_ != Backend::kAuto) return run(backend_, false);
   {
     std::lock_guard<std::mutex> lock(choices_mutex_);
     const auto it = choices_.find(key);
     if (it != choices_.end()) {
       const Backend chosen = it->second;
+      return run(chosen, false);
+    }
+  }
+  SharedChoices& shared = shared_choices();
+  const auto shared_key = std::make_tuple(signature_, key, workers);
+  {
+    std::unique_lock<std::mutex> lock(shared.mutex);
+    const auto it = shared.map.find(shared_key);
+    if (it != shared.map.end()) {
+      const Backend chosen = it->second;
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> own(choices_mutex_);
+        if (choices_.size() >= kMaxAutoChoices) choices_.clear();
+        choices_.emplace(key, chosen);
+      }
       return run(chosen, false);
     }
   }
@@ -139,6 +183,11 @@ void WeightedLayer::run_chosen(int64_t key, const std::function<void(Backend, bo
   Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
   {
     // Concurrent first calls may measure at once: all of them run what was stored first.
+    std::lock_guard<std::mutex> lock(shared.mutex);
+    if (shared.map.size() >= kMaxSharedChoices) shared.map.clear();
+    chosen = shared.map.emplace(shared_key, chosen).first->second;
+  }
+  {
     std::lock_guard<std::mutex> lock(choices_mutex_);
     if (choices_.size() >= kMaxAutoChoices) choices_.clear();
     chosen = choices_.emplace(key, chosen).first->second;
@@ -274,7 +323,9 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
 
 Linear::Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend)
     : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
-                    kAutoLinearSparseDensity) {}
+                    kAutoLinearSparseDensity) {
+  mix_signature(1);  // kind: linear
+}
 
 Shape Linear::output_shape(const Shape& input) const {
   if (input.size() != 1 || input[0] != cols()) {
@@ -290,7 +341,7 @@ Shape Linear::output_shape(const Shape& input) const {
 void Linear::forward(const TensorView& in, const MutableTensorView& out,
                      const ForwardContext& ctx) const {
   const size_t n = static_cast<size_t>(in.batch);
-  run_chosen(batch_bucket(in.batch),
+  run_chosen(batch_bucket(in.batch), ctx.num_workers,
              [&](Backend backend, bool) { matmul(ctx, backend, in.data, n, n, out.data, n); });
 }
 
@@ -316,6 +367,8 @@ Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int6
                                 " columns but in_channels * kernel_h * kernel_w = " +
                                 std::to_string(in_channels * kernel_h * kernel_w))
                                    .c_str()));
+  for (int64_t v : {int64_t{2}, in_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w})
+    mix_signature(v);  // kind: conv2d, and its geometry
 }
 
 bool Conv2d::is_pointwise() const {
@@ -465,7 +518,7 @@ void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
   // images as there are workers (enough to exercise the batch-parallel path).
   const int64_t key = (in.shape[1] * 1000003 + in.shape[2]) * 1000003 + batch_bucket(in.batch);
   const int64_t sample = std::min<int64_t>(in.batch, static_cast<int64_t>(std::max<size_t>(1, ctx.num_workers)));
-  run_chosen(key, [&](Backend backend, bool measure) {
+  run_chosen(key, ctx.num_workers, [&](Backend backend, bool measure) {
     if (!measure) return forward_with(backend, in, out, ctx);
     forward_with(backend, {in.data, sample, in.shape}, {out.data, sample, out.shape}, ctx);
   });

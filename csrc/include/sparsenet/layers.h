@@ -130,7 +130,11 @@ class WeightedLayer : public Layer {
   // Calls run(backend, false) with the backend for this input-size key. For an
   // auto layer meeting `key` for the first time, first times run(b, true) for
   // both backends (a measurement run may do a representative part of the work).
-  void run_chosen(int64_t key, const std::function<void(Backend, bool)>& run) const;
+  // Choices are shared process-wide between layers of equal signature (see
+  // mix_signature), per key and thread count.
+  void run_chosen(int64_t key, size_t workers, const std::function<void(Backend, bool)>& run) const;
+  // Adds a value that distinguishes this layer's cost (geometry) to its signature.
+  void mix_signature(int64_t value);
 
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
   // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
@@ -163,6 +167,7 @@ class WeightedLayer : public Layer {
   CsrMatrix sparse_;                  // unless backend_ == kDense
   std::vector<float> dense_;          // rows x cols row-major, unless backend_ == kSparse
   std::vector<float> bias_;           // rows entries, or empty
+  uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
   mutable std::map<int64_t, Backend> choices_;
 };
