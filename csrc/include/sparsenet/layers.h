@@ -39,6 +39,11 @@ const char* backend_name(Backend backend);
 constexpr double kAutoLinearSparseDensity = 0.05;
 constexpr double kAutoConvSparseDensity = 0.10;
 
+// A convolution or pooling window: size, stride and (symmetric) padding.
+struct Window2d {
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+};
+
 struct TensorView {
   const float* data;
   int64_t batch;
@@ -197,12 +202,7 @@ class Conv2d : public WeightedLayer {
          int64_t pad_w, Backend backend);
   const char* kind() const override { return "conv2d"; }
   int64_t in_channels() const { return in_channels_; }
-  int64_t kernel_h() const { return kernel_h_; }
-  int64_t kernel_w() const { return kernel_w_; }
-  int64_t stride_h() const { return stride_h_; }
-  int64_t stride_w() const { return stride_w_; }
-  int64_t pad_h() const { return pad_h_; }
-  int64_t pad_w() const { return pad_w_; }
+  Window2d window() const { return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_}; }
   Shape output_shape(const Shape& input) const override;
   size_t scratch_floats(const Shape& input, int64_t batch) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
@@ -234,12 +234,7 @@ class Pool2d : public Layer {
          int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad);
   const char* kind() const override { return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d"; }
   PoolMode mode() const { return mode_; }
-  int64_t kernel_h() const { return kernel_h_; }
-  int64_t kernel_w() const { return kernel_w_; }
-  int64_t stride_h() const { return stride_h_; }
-  int64_t stride_w() const { return stride_w_; }
-  int64_t pad_h() const { return pad_h_; }
-  int64_t pad_w() const { return pad_w_; }
+  Window2d window() const { return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_}; }
   bool count_include_pad() const { return count_include_pad_; }
   Shape output_shape(const Shape& input) const override;
   void forward(const TensorView& in, const MutableTensorView& out,

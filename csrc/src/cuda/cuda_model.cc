@@ -312,9 +312,9 @@ void CudaModel::Impl::run_step(const Step& s, const float* in, const Shape& in_s
     }
     case Op::kConv: {
       const auto& conv = static_cast<const Conv2d&>(*s.layer);
-      const cuda::ConvShape g{in_shape[0], in_shape[1], in_shape[2], conv.kernel_h(), conv.kernel_w(),
-                              conv.stride_h(), conv.stride_w(), conv.pad_h(), conv.pad_w(),
-                              out_shape[1], out_shape[2]};
+      const Window2d w = conv.window();
+      const cuda::ConvShape g{in_shape[0], in_shape[1], in_shape[2], w.kernel_h, w.kernel_w,
+                              w.stride_h, w.stride_w, w.pad_h, w.pad_w, out_shape[1], out_shape[2]};
       const size_t p = static_cast<size_t>(g.out_h * g.out_w);
       const size_t rows = static_cast<size_t>(s.weight->rows);
       const size_t chunk = conv_chunk(s, out_shape, nb);  // forward() reserved patches and product
@@ -336,9 +336,9 @@ void CudaModel::Impl::run_step(const Step& s, const float* in, const Shape& in_s
     }
     case Op::kPool: {
       const auto& pool = static_cast<const Pool2d&>(*s.layer);
-      const cuda::PoolShape ps{batch * in_shape[0], in_shape[1], in_shape[2], pool.kernel_h(),
-                               pool.kernel_w(), pool.stride_h(), pool.stride_w(), pool.pad_h(),
-                               pool.pad_w(), out_shape[1], out_shape[2],
+      const Window2d w = pool.window();
+      const cuda::PoolShape ps{batch * in_shape[0], in_shape[1], in_shape[2], w.kernel_h, w.kernel_w,
+                               w.stride_h, w.stride_w, w.pad_h, w.pad_w, out_shape[1], out_shape[2],
                                pool.mode() == PoolMode::kMax, pool.count_include_pad()};
       cuda::f32_pool2d_cuda(in, ps, out, stream);
       return;
