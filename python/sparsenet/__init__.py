@@ -14,7 +14,7 @@ from . import _core
 from .errors import FormatError, InputError, ModelError, ShapeError, WeightError
 from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight
 from .model import CudaModel, DeviceError, Model
-from . import models
+from . import datasets, models, prune
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,6 @@ def cuda_available() -> bool:
 
 __all__ = [
     "Model", "Layer", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Flatten", "Softmax", "Dropout",
-    "SparseWeight", "models", "set_num_threads", "get_num_threads", "kernel_info", "cuda_available",
+    "SparseWeight", "models", "datasets", "prune", "set_num_threads", "get_num_threads", "kernel_info", "cuda_available",
     "ModelError", "ShapeError", "WeightError", "FormatError", "InputError", "CudaModel", "DeviceError",
 ]

@@ -1,5 +1,5 @@
-"""The ``sparsenet`` command: ``inspect`` a model file, ``bench`` sparse vs dense, ``convert`` other
-frameworks' models."""
+"""The ``sparsenet`` command: ``demo`` the shipped pruned LeNet-5, ``inspect`` a model file, ``bench``
+sparse vs dense, ``convert`` other frameworks' models, ``reproduce`` Han et al.'s pruning results."""
 
 from __future__ import annotations
 
@@ -85,6 +85,64 @@ def _bench_one(source: str, args: argparse.Namespace) -> list[str]:
             f"  {r['dense'] / r['sparse']:>7.2f}x  {r['dense'] / r['auto']:>7.2f}x  {e:9.1e}" for s, b, r, e in rows]
 
 
+def data_path(*parts: str) -> str:
+    """A file shipped in the package's data directory."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", *parts)
+
+
+DEMO_MODEL = "lenet5_mnist_pruned.npz"
+DEMO_SAMPLE = "mnist-sample"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .datasets import accuracy, load_mnist
+
+    if args.threads:
+        set_num_threads(args.threads)
+    path = args.model or data_path(DEMO_MODEL)
+    data = args.data or data_path(DEMO_SAMPLE)
+    sparse = Model.load(path, backend="sparse")
+    dense = Model.load(path, backend="dense")
+    images, labels = load_mnist(data, "test")
+    info = kernel_info()
+    weights = sum(layer.weight.rows * layer.weight.cols for layer in sparse.layers if hasattr(layer, "weight"))
+    print(f"sparsenet demo: {os.path.basename(path)}, {100 * sparse.nnz / weights:.2f} % of {weights:,} weights left "
+          f"({weights / sparse.nnz:.1f}x fewer); {info['isa']} kernels, {get_num_threads()} threads\n")
+    print(sparse.summary())
+    source = "the MNIST test set" if args.data else "a sample of the MNIST test set (LeCun, Cortes & Burges)"
+    print(f"\n{len(labels):,} images from {source}")
+    results = {name: accuracy(model, images, labels) for name, model in (("sparse", sparse), ("dense", dense))}
+    print(f"accuracy: sparse backend {100 * results['sparse']:.2f} %, dense backend {100 * results['dense']:.2f} %"
+          + ("" if results["sparse"] == results["dense"] else "  (backends DISAGREE)"))
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = file_sizes(sparse, tmp)
+    print(f"file size: sparsenet {_human_bytes(sizes['sparsenet'])}, dense fp32 .npz {_human_bytes(sizes['dense'])} "
+          f"({sizes['dense'] / sizes['sparsenet']:.1f}x smaller)")
+    print("median latency per forward pass:")
+    for batch in (1, 64, len(images)):
+        x = np.ascontiguousarray(images[:batch])
+        times = {name: _median_latency(model, x, args.min_time, args.max_runs, f"batch {batch} {name}")
+                 for name, model in (("sparse", sparse), ("dense", dense))}
+        _clear_progress()
+        print(f"  batch {batch:>5}: sparse {1e3 * times['sparse']:8.3f} ms, dense {1e3 * times['dense']:8.3f} ms, "
+              f"sparse is {times['dense'] / times['sparse']:.2f}x faster")
+    if results["sparse"] != results["dense"]:
+        return 1
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import run
+
+    try:
+        run(args.name, args.data, args.out or os.path.join("runs", f"{args.name}"), dataset=args.dataset,
+            seed=args.seed, threads=args.threads, quick=args.quick)
+    except ImportError as exc:
+        print(f"sparsenet: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         set_num_threads(args.threads)
@@ -163,6 +221,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the directory to pass as sparsenet_DIR to CMake, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    demo = sub.add_parser("demo", help="classify MNIST digits with the shipped pruned LeNet-5 on both backends")
+    demo.add_argument("--model", help="a sparsenet .npz file (default: the shipped pruned LeNet-5)")
+    demo.add_argument("--data", help="a directory of MNIST-format IDX files whose test split to classify "
+                                     "(default: the shipped 1,000-image sample)")
+    demo.add_argument("--threads", type=int, help="threads for sparse kernels and BLAS (default: all cores)")
+    demo.add_argument("--min-time", type=float, default=0.5, help="seconds to spend per measurement (default 0.5)")
+    demo.add_argument("--max-runs", type=int, default=200, help="runs per measurement at most (default 200)")
+    demo.set_defaults(func=cmd_demo)
+
     inspect = sub.add_parser("inspect", help="print the per-layer summary of a model file")
     inspect.add_argument("file", help="a .npz model file, or a built-in architecture name")
     inspect.add_argument("--arch", help="architecture for weights exported by other tools")
@@ -189,6 +256,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert.add_argument("--input-shape", type=lambda s: tuple(int(d) for d in s.split(",")),
                          help="one sample's shape, e.g. 1,28,28 (C,H,W), for files that do not record it")
     convert.set_defaults(func=cmd_convert)
+
+    reproduce = sub.add_parser("reproduce", help="train, prune, retrain and evaluate a network as Han et al. (needs torch)")
+    reproduce.add_argument("name", choices=["lenet_300_100", "lenet5", "mnist_cnn"])
+    reproduce.add_argument("--data", required=True, help="directory of MNIST-format IDX files (MNIST or Fashion-MNIST)")
+    reproduce.add_argument("--out", help="output directory (default runs/NAME)")
+    reproduce.add_argument("--dataset", help="the dataset's name for the report (default: the directory's name)")
+    reproduce.add_argument("--seed", type=int, default=0)
+    reproduce.add_argument("--threads", type=int, help="PyTorch threads for training")
+    reproduce.add_argument("--quick", action="store_true", help="a smoke run on 600 images, one epoch per phase")
+    reproduce.set_defaults(func=cmd_reproduce)
 
     args = parser.parse_args(argv)
     try:
