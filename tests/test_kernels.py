@@ -287,3 +287,59 @@ def test_avx2_refused_without_cpu_support(rng):  # pragma: no cover - needs an o
     dense = sparse_dense_array((4, 6), 0.5, rng)
     with pytest.raises(FormatError, match="AVX2"):
         run_kernel("avx2", dense, make_x(rng, 6, None))
+
+
+# ----------------------------------------------- column panels, accumulation
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [1, 7, 8, 33, 64, 70])
+@pytest.mark.parametrize("window", [None, (0, 300), (37, 211), (100, 100), (250, 300)])
+@pytest.mark.parametrize("epilogue", ["none", "bias+relu"])
+def test_csrmm_column_window_accumulates_into_y(rng, isa, index_bits, n, window, epilogue):
+    dense = sparse_dense_array((29, 300), 0.2, rng)
+    dense[3] = 0  # an empty row
+    x = make_x(rng, 300, n)
+    y0 = rng.standard_normal((29, n)).astype(np.float32)
+    bias = rng.standard_normal(29).astype(np.float32) if epilogue != "none" else None
+    relu = epilogue == "bias+relu"
+    actual = run_kernel(isa, dense, x, bias=bias, relu=relu, index_bits=index_bits, y_init=y0,
+                        column_window=window)
+    lo, hi = window or (0, 300)
+    expected = y0.astype(np.float64) + reference(dense[:, lo:hi], x[lo:hi], bias=bias)
+    check(actual, np.maximum(expected, 0.0) if relu else expected)
+
+
+@needs_avx2
+@pytest.mark.parametrize("n", [5, 64, 100])
+def test_avx2_matches_scalar_on_column_windows(rng, n):
+    dense = sparse_dense_array((40, 1000), 0.05, rng)
+    x = make_x(rng, 1000, n)
+    y0 = rng.standard_normal((40, n)).astype(np.float32)
+    for window in [(0, 512), (512, 1000), (3, 997)]:
+        got = {isa: run_kernel(isa, dense, x, y_init=y0, column_window=window, row_begin=2, row_end=37,
+                               col_begin=1, col_end=n) for isa in ("scalar", "avx2")}
+        check(got["avx2"], got["scalar"].astype(np.float64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("cols,density", [(1100, 0.3), (4096, 0.1), (20000, 0.004), (70000, 0.01)])
+@pytest.mark.parametrize("n", [2, 17, 64, 130])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_wide_linear_runs_panel_by_panel_exactly_as_numpy(rng, monkeypatch, restore_threads, isa, cols,
+                                                          density, n, threads):
+    """Layers whose X does not fit in cache go panel by panel (WeightedLayer's
+    column panels): every panel boundary, the empty panels of very sparse rows,
+    the 16- and 32-bit indices (70,000 columns) and the bias + ReLU on the last
+    panel must give the plain product."""
+    import sparsenet
+
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    sparsenet.set_num_threads(threads)
+    rows = 24 if cols > 65536 else 96
+    dense = sparse_dense_array((rows, cols), density, rng)
+    dense[5] = 0
+    bias = rng.standard_normal(rows).astype(np.float32)
+    model = sparsenet.Model([sparsenet.Linear(dense, bias), sparsenet.ReLU()], backend="sparse")
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    expected = np.maximum(x.astype(np.float64) @ dense.T.astype(np.float64) + bias, 0.0)
+    check(model(x), expected)

@@ -50,11 +50,14 @@ std::vector<float> to_vector(const std::optional<FloatArray>& a) {
 template <typename Index>
 void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x, size_t ldx,
                     size_t n, Epilogue ep, size_t rb, size_t re, size_t cb, size_t ce, float* y,
-                    bool as_vector) {
+                    bool as_vector, const std::vector<uint32_t>& window) {
   std::vector<Index> idx(m.nnz());
   for (size_t k = 0; k < m.nnz(); ++k)
     idx[k] = static_cast<Index>(m.narrow_indices() ? m.col16()[k] : m.col32()[k]);
-  const CsrRef<Index> ref{m.row_ptr().data(), idx.data(), m.values().data()};
+  const size_t rows = m.row_ptr().size() - 1;
+  const CsrRef<Index> ref = window.empty()
+      ? CsrRef<Index>{m.row_ptr().data(), idx.data(), m.values().data()}
+      : CsrRef<Index>{window.data(), idx.data(), m.values().data(), window.data() + rows};
   if constexpr (sizeof(Index) == 2) {
     if (as_vector) table.csrmv_u16(ref, x, ep, rb, re, y);
     else table.csrmm_u16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
@@ -70,7 +73,9 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           const Int64Array& indptr, const Int64Array& indices,
                           const FloatArray& values, const FloatArray& x,
                           const std::optional<FloatArray>& bias, bool relu, int index_bits,
-                          int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end) {
+                          int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
+                          const std::optional<FloatArray>& y_init,
+                          std::optional<std::pair<int64_t, int64_t>> column_window) {
   const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
   const bool as_vector = x.ndim() == 1;
   if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
@@ -85,15 +90,36 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   if (index_bits == 16 && cols > 65536) throw ShapeError("16-bit indices need cols <= 65536");
   if (index_bits != 16 && index_bits != 32) throw ShapeError("index_bits must be 16 or 32");
   FloatArray y = as_vector ? FloatArray(rows) : FloatArray({rows, static_cast<int64_t>(n)});
-  std::fill(y.mutable_data(), y.mutable_data() + y.size(), -12345.0f);  // untouched marker
+  if (y_init) {  // csrmm accumulating into Y
+    if (as_vector || y_init->size() != y.size()) throw ShapeError("y_init must be (rows, n) for csrmm");
+    std::copy(y_init->data(), y_init->data() + y_init->size(), y.mutable_data());
+  } else {
+    std::fill(y.mutable_data(), y.mutable_data() + y.size(), -12345.0f);  // untouched marker
+  }
+  // A column panel [lo, hi): per-row begin and end of the nonzeros in it.
+  std::vector<uint32_t> window;
+  if (column_window) {
+    if (as_vector) throw ShapeError("column_window is for csrmm");
+    const auto [lo, hi] = *column_window;
+    window.resize(2 * static_cast<size_t>(rows));
+    const auto& rp = m.row_ptr();
+    for (int64_t r = 0; r < rows; ++r) {
+      uint32_t k = rp[r];
+      const auto col = [&](uint32_t i) -> int64_t { return m.narrow_indices() ? m.col16()[i] : m.col32()[i]; };
+      while (k < rp[r + 1] && col(k) < lo) ++k;
+      window[r] = k;
+      while (k < rp[r + 1] && col(k) < hi) ++k;
+      window[rows + r] = k;
+    }
+  }
   const KernelTable& table = kernel_table(parse_isa(isa));
-  const Epilogue ep{bias ? bias->data() : nullptr, relu};
+  const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
   if (index_bits == 16)
     run_raw_kernel<uint16_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector);
+                             y.mutable_data(), as_vector, window);
   else
     run_raw_kernel<uint32_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector);
+                             y.mutable_data(), as_vector, window);
   return y;
 }
 
@@ -321,8 +347,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("x"),
         py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("index_bits") = 16,
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
-        py::arg("col_end") = -1,
-        "Run one registry kernel directly (tests and benchmarks only).");
+        py::arg("col_end") = -1, py::arg("y_init") = py::none(), py::arg("column_window") = py::none(),
+        "Run one registry kernel directly (tests and benchmarks only). csrmm only: y_init "
+        "(rows, n) makes it accumulate; column_window (lo, hi) restricts it to those weight columns.");
 
 #ifdef SPARSENET_WITH_CUDA
   m.def("cuda_built", [] { return true; });

@@ -15,12 +15,18 @@ struct CsrRef {
   const uint32_t* row_ptr;  // rows + 1
   const Index* col_idx;     // nnz
   const float* values;      // nnz
+  // csrmm only: when set, row r's nonzeros are [row_ptr[r], row_end[r]) instead
+  // of [row_ptr[r], row_ptr[r + 1]) -- one column panel of a CSR matrix, whose
+  // per-row starts and ends are two rows of WeightedLayer's panel table.
+  const uint32_t* row_end = nullptr;
 };
 
 // Applied to each output element: y = relu ? max(acc + bias[row], 0) : acc + bias[row].
+// csrmm with `accumulate` adds the products to what Y holds (acc starts at y).
 struct Epilogue {
   const float* bias;  // one per row, or nullptr for none
   bool relu;
+  bool accumulate = false;
 };
 
 // y[r] = epilogue(sum_k values[k] * x[col_idx[k]]) for r in [row_begin, row_end).
@@ -30,6 +36,7 @@ using CsrmvKernel = void (*)(CsrRef<Index> a, const float* x, Epilogue ep, size_
 
 // Y[r][c] = epilogue(sum_k values[k] * X[col_idx[k]][c]) for r in [row_begin, row_end),
 // c in [col_begin, col_end); X and Y row-major with leading dimensions ldx, ldy.
+// With ep.accumulate the sum starts from Y[r][c] (column panels, see CsrRef).
 template <typename Index>
 using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilogue ep,
                              size_t row_begin, size_t row_end, size_t col_begin,

@@ -108,7 +108,47 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     dense_.resize(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));
     weight.to_dense(dense_.data());
   }
-  if (backend_ != Backend::kDense) sparse_ = std::move(weight);
+  if (backend_ != Backend::kDense) {
+    sparse_ = std::move(weight);
+    build_column_panels();
+  }
+}
+
+namespace {
+// Column panels (see sparse_tile): an X panel of kPanelColumns weight columns
+// by kPanelBatch batch columns is 128 KiB, which stays in L2 while every row
+// of a row block walks its nonzeros in that panel. Sparser layers get wider
+// panels so each row still has about kPanelMinRowNonzeros nonzeros per panel
+// to pay for loading and storing its slice of Y once more per panel.
+constexpr int64_t kPanelColumns = 512;
+constexpr size_t kPanelBatch = 64;
+constexpr double kPanelMinRowNonzeros = 48.0;
+// Panels only when an X slice of kPanelBatch columns is larger than this.
+constexpr uint64_t kPanelMinXBytes = 256 * 1024;
+}  // namespace
+
+void WeightedLayer::build_column_panels() {
+  const double density = sparse_.density();
+  if (rows_ == 0 || density <= 0.0) return;
+  int64_t width = std::max<int64_t>(kPanelColumns, static_cast<int64_t>(kPanelMinRowNonzeros / density));
+  width = (width + 63) / 64 * 64;
+  if (width >= cols_ || static_cast<uint64_t>(cols_) * kPanelBatch * sizeof(float) <= kPanelMinXBytes)
+    return;
+  panel_width_ = width;
+  panels_ = static_cast<size_t>((cols_ + width - 1) / width);
+  panel_starts_.assign((panels_ + 1) * static_cast<size_t>(rows_), 0);
+  const auto& rp = sparse_.row_ptr();
+  for (int64_t r = 0; r < rows_; ++r) {
+    uint32_t k = rp[r];
+    for (size_t p = 0; p < panels_; ++p) {
+      const int64_t first_col = static_cast<int64_t>(p) * width;
+      while (k < rp[r + 1] &&
+             (sparse_.narrow_indices() ? sparse_.col16()[k] : sparse_.col32()[k]) < first_col)
+        ++k;
+      panel_starts_[p * rows_ + r] = k;
+    }
+    panel_starts_[panels_ * rows_ + r] = rp[r + 1];
+  }
 }
 
 std::vector<std::pair<int64_t, Backend>> WeightedLayer::choices() const {
@@ -224,6 +264,25 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
       k.csrmv_u16({rp, sparse_.col16().data(), v}, x, ep, row_begin, row_end, y);
     else
       k.csrmv_u32({rp, sparse_.col32().data(), v}, x, ep, row_begin, row_end, y);
+  } else if (panels_ > 1) {
+    // X has too many rows to stay in cache while a row block walks all of it:
+    // go panel by panel (each a few hundred X rows, 128 KiB), adding every
+    // panel's products into Y, the bias and ReLU with the last.
+    for (size_t c0 = col_begin; c0 < col_end; c0 += kPanelBatch) {
+      const size_t c1 = std::min(col_end, c0 + kPanelBatch);
+      for (size_t p = 0; p < panels_; ++p) {
+        const bool last = p + 1 == panels_;
+        const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
+        const uint32_t* begin = panel_starts_.data() + p * static_cast<size_t>(rows_);
+        const uint32_t* end = begin + rows_;
+        if (sparse_.narrow_indices())
+          k.csrmm_u16({begin, sparse_.col16().data(), v, end}, x, ldx, pe, row_begin, row_end, c0,
+                      c1, y, ldy);
+        else
+          k.csrmm_u32({begin, sparse_.col32().data(), v, end}, x, ldx, pe, row_begin, row_end, c0,
+                      c1, y, ldy);
+      }
+    }
   } else if (sparse_.narrow_indices()) {
     k.csrmm_u16({rp, sparse_.col16().data(), v}, x, ldx, ep, row_begin, row_end, col_begin,
                 col_end, y, ldy);

@@ -163,6 +163,7 @@ class WeightedLayer : public Layer {
  private:
   void sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
                    size_t col_begin, size_t col_end, float* y, size_t ldy, bool relu) const;
+  void build_column_panels();
 
   int64_t rows_;
   int64_t cols_;
@@ -172,6 +173,14 @@ class WeightedLayer : public Layer {
   CsrMatrix sparse_;                  // unless backend_ == kDense
   std::vector<float> dense_;          // rows x cols row-major, unless backend_ == kSparse
   std::vector<float> bias_;           // rows entries, or empty
+  // Column panels, for products whose X rows do not stay in cache: panel p
+  // covers weight columns [p * panel_width_, (p + 1) * panel_width_), and
+  // panel_starts_[p * rows_ + r] (p in [0, panels_]) is row r's first nonzero
+  // at or after that column (the last one being the row's end). Empty when the
+  // layer is narrow enough to need none.
+  int64_t panel_width_ = 0;
+  size_t panels_ = 0;
+  std::vector<uint32_t> panel_starts_;
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
   mutable std::map<int64_t, Backend> choices_;

@@ -2,7 +2,9 @@
 // Output tile: 1 row x 32 columns in 4 ymm accumulators, doubled to 8 by
 // alternating even and odd nonzeros so FMA chains overlap. Each weight is
 // broadcast against contiguous 8-float runs of the selected X row. Column tails
-// use 8-wide tiles, then one masked tile. Built with -mavx2 -mfma only.
+// use 8-wide tiles, then one masked tile. With ep.accumulate the accumulators
+// start from Y (one column panel after another, see CsrRef::row_end). Built
+// with -mavx2 -mfma only.
 #include <immintrin.h>
 
 #include "../../src/kernels.h"
@@ -21,12 +23,15 @@ void csrmm(CsrRef<Index> a, const float* x, size_t ldx, Epilogue ep, size_t row_
            size_t row_end, size_t col_begin, size_t col_end, float* y, size_t ldy) {
   for (size_t r = row_begin; r < row_end; ++r) {
     const size_t kb = a.row_ptr[r];
-    const size_t ke = a.row_ptr[r + 1];
+    const size_t ke = a.row_end ? a.row_end[r] : a.row_ptr[r + 1];
     float* yr = y + r * ldy;
+    const bool acc = ep.accumulate;
     size_t c = col_begin;
     for (; c + 32 <= col_end; c += 32) {
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+      __m256 a0 = acc ? _mm256_loadu_ps(yr + c) : _mm256_setzero_ps();
+      __m256 a1 = acc ? _mm256_loadu_ps(yr + c + 8) : _mm256_setzero_ps();
+      __m256 a2 = acc ? _mm256_loadu_ps(yr + c + 16) : _mm256_setzero_ps();
+      __m256 a3 = acc ? _mm256_loadu_ps(yr + c + 24) : _mm256_setzero_ps();
       __m256 b0 = _mm256_setzero_ps(), b1 = _mm256_setzero_ps();
       __m256 b2 = _mm256_setzero_ps(), b3 = _mm256_setzero_ps();
       size_t k = kb;
@@ -58,7 +63,7 @@ void csrmm(CsrRef<Index> a, const float* x, size_t ldx, Epilogue ep, size_t row_
       _mm256_storeu_ps(yr + c + 24, epilogue(_mm256_add_ps(a3, b3), ep, r));
     }
     for (; c + 8 <= col_end; c += 8) {
-      __m256 a0 = _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
+      __m256 a0 = acc ? _mm256_loadu_ps(yr + c) : _mm256_setzero_ps(), b0 = _mm256_setzero_ps();
       size_t k = kb;
       for (; k + 2 <= ke; k += 2) {
         a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a.values + k),
@@ -75,7 +80,7 @@ void csrmm(CsrRef<Index> a, const float* x, size_t ldx, Epilogue ep, size_t row_
     if (c < col_end) {
       const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(col_end - c)),
                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      __m256 a0 = _mm256_setzero_ps();
+      __m256 a0 = acc ? _mm256_maskload_ps(yr + c, mask) : _mm256_setzero_ps();
       for (size_t k = kb; k < ke; ++k)
         a0 = _mm256_fmadd_ps(
             _mm256_broadcast_ss(a.values + k),
