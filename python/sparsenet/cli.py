@@ -126,6 +126,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _clear_progress()
         print(f"  batch {batch:>5}: sparse {1e3 * times['sparse']:8.3f} ms, dense {1e3 * times['dense']:8.3f} ms, "
               f"sparse is {times['dense'] / times['sparse']:.2f}x faster")
+    record_path = os.path.splitext(path)[0] + ".json"
+    if not args.model and os.path.exists(record_path):
+        import json
+
+        with open(record_path) as stream:
+            record = json.load(stream)
+        print(f"on the full 10,000-image MNIST test set (docs/results.md): pruned error "
+              f"{100 * record['pruned_error']:.2f} %, dense baseline {100 * record['dense_error']:.2f} %")
     if results["sparse"] != results["dense"]:
         return 1
     return 0

@@ -54,7 +54,7 @@ RECIPES: dict[str, Recipe] = {
                      dense_epochs=12, prune_epochs=5, finetune_epochs=8),
     # The TensorFlow-tutorial CNN; the public TF implementation pruned 90 % of it (99.17 % -> 98.99 %).
     "mnist_cnn": Recipe("mnist_cnn", {"conv1": 0.2, "conv2": 0.6, "fc1": 0.91, "fc2": 0.7},
-                        dense_epochs=4, prune_epochs=3, finetune_epochs=4, batch_size=100,
+                        dense_epochs=3, prune_epochs=2, finetune_epochs=3, batch_size=100,
                         note="90.4 % of all weights pruned; the published run pruned 90 %"),
 }
 
@@ -118,14 +118,14 @@ def run(name: str, data: str, out: str, dataset: str | None = None, seed: int = 
 
     ``quick``: a smoke run on 600 training and 1,000 test images with one epoch
     per phase (checks the pipeline, not the published numbers)."""
-    import torch
-
+    from .frameworks._common import require
     from .model import Model
     from .prune import PolynomialDecay
     from .prune.pytorch import Pruner, train
 
     if name not in RECIPES:
         raise ModelError(f"no reproduction named {name!r}; known: {', '.join(RECIPES)}")
+    torch = require("torch", "prune")
     recipe = RECIPES[name]
     arch = get_architecture(recipe.arch)
     os.makedirs(out, exist_ok=True)
