@@ -468,6 +468,42 @@ def plot_histograms(run: Run, img_dir: str) -> dict:
 
 
 # ------------------------------------------------------------------ machine
+def measure_transform(run: Run, split: Split) -> dict:
+    """The "transform" step on the pruned model: neurons left without inputs or
+    outputs removed, the next layer shrunk, outputs compared on the test set."""
+    from sparsenet.prune import remove_dead_neurons
+
+    pruned = run.load("pruned", "sparse")
+    slim, removed = remove_dead_neurons(pruned)
+    before, after = pruned(split.images), slim(split.images)
+    shapes = {layer.name: "x".join(map(str, layer.shape)) for layer in weighted_rows(slim)}
+    return {"run": run, "removed": removed, "shapes": shapes,
+            "old_shapes": {layer.name: "x".join(map(str, layer.shape)) for layer in weighted_rows(pruned)},
+            "max_abs_diff": float(np.abs(before - after).max()),
+            "same_predictions": bool((before.argmax(1) == after.argmax(1)).all()),
+            "parameters": (pruned.parameters, slim.parameters)}
+
+
+def section_transform(transforms: list[dict]) -> str:
+    lines = ["## 8. Removing dead neurons (the transform step)", "",
+             "`sparsenet.prune.remove_dead_neurons` on each pruned MNIST model: a neuron whose outgoing weights were "
+             "all pruned is removed with its row; one whose incoming weights were all pruned outputs a constant, "
+             "folded into the next layer's bias; the next layer loses the matching columns. Outputs are compared "
+             "on the full test set.", ""]
+    rows = []
+    for t in transforms:
+        changed = [f"{name} {t['old_shapes'][name]} -> {t['shapes'][name]}" for name, count in t["removed"].items() if count]
+        rows.append([model_title(t["run"].model), ", ".join(f"{k}: {v}" for k, v in t["removed"].items()),
+                     "; ".join(changed) or "-", f"{t['parameters'][0]:,} -> {t['parameters'][1]:,}",
+                     f"{t['max_abs_diff']:.1e}", "yes" if t["same_predictions"] else "NO"])
+    if rows:
+        lines.append(table(["model", "neurons removed", "shapes", "dense parameters", "largest logit change",
+                            "same predictions"], rows, "llllrl"))
+    else:
+        lines.append("No completed MNIST runs.")
+    return "\n".join(lines + [""])
+
+
 def machine_line() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -880,6 +916,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if model in mnist_runs:
                 sensitivities.append((mnist_runs[model], measure_sensitivity(mnist_runs[model], split, img_dir)))
 
+    transforms = [measure_transform(mnist_runs[m], tests["mnist"]) for m in MODELS if m in mnist_runs]
+
     if not args.skip_latency:
         measure_latency(runs, tests, threads, timing)
 
@@ -903,6 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         section_histograms(histograms, args.out, args.skip_plots),
         section_sensitivity(sensitivities, args.out, args.skip_sensitivity),
         section_seed(seed, args.out, args.skip_seed),
+        section_transform(transforms),
     ]).rstrip() + "\n"
     path = os.path.join(args.out, "results.md")
     with open(path, "w") as stream:
