@@ -122,7 +122,7 @@ namespace {
 // to pay for loading and storing its slice of Y once more per panel.
 constexpr int64_t kPanelColumns = 512;
 constexpr size_t kPanelBatch = 64;
-constexpr double kPanelMinRowNonzeros = 48.0;
+constexpr double kPanelMinRowNonzeros = 96.0;
 // Panels only when an X slice of kPanelBatch columns is larger than this.
 constexpr uint64_t kPanelMinXBytes = 256 * 1024;
 }  // namespace
