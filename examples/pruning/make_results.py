@@ -51,6 +51,8 @@ from sparsenet.prune import model_weights, prune_model, sensitivity, with_weight
 from sparsenet.reproduce import RECIPES
 
 # ------------------------------------------------------------------ constants
+TRAINING_TIME_NOTE = ("Training times are wall times, recorded by `sparsenet reproduce`; they depend on the machine's "
+                      "load (runs that share the cores with other jobs take longer), so read them as upper bounds.")
 MODELS = ("lenet_300_100", "lenet5", "mnist_cnn")          # document order
 MODEL_TITLES = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5", "mnist_cnn": "mnist_cnn"}
 DATASET_TITLES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
@@ -588,7 +590,7 @@ def section_header(runs: list[Run], args: argparse.Namespace, data_dirs: dict[st
                                 recipe.get("prune_epochs", "-"), recipe.get("finetune_epochs", "-"),
                                 f"{recipe.get('lr', float('nan')):g}", f"{recipe.get('retrain_lr', float('nan')):g}",
                                 recipe.get("batch_size", "-"), recipe.get("frequency", "-"), rates])
-        lines += ["Recipes (`sparsenet.reproduce.RECIPES`, as recorded in each results.json):", "",
+        lines += [TRAINING_TIME_NOTE, "", "Recipes (`sparsenet.reproduce.RECIPES`, as recorded in each results.json):", "",
                   table(["dataset", "model", "dense epochs", "pruning epochs", "retraining epochs", "lr", "retrain lr",
                          "batch", "prune every (steps)", "final pruning rate per layer"], recipe_rows, "llrrrrrrrl"),
                   "",
