@@ -21,10 +21,12 @@ from .models import ARCHITECTURES, random_model
 BUILTIN_DEFAULT = ("lenet5", "mnist_cnn", "vgg16")
 
 
-def _progress(message: str) -> None:
+def _progress(message: str, every_step: bool = False) -> None:
+    """A status line: rewritten in place on a terminal; in logs, one line per
+    stage and none for the per-run updates (``every_step``)."""
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K" + message)
-    else:
+    elif not every_step:
         sys.stderr.write(message + "\n")
     sys.stderr.flush()
 
@@ -43,7 +45,7 @@ def _median_latency(model: Model, x: np.ndarray, min_time: float, max_runs: int,
         t0 = time.perf_counter()
         model(x)
         times.append(time.perf_counter() - t0)
-        _progress(f"  {label}: run {len(times)}, median {1e3 * float(np.median(times)):.3f} ms")
+        _progress(f"  {label}: run {len(times)}, median {1e3 * float(np.median(times)):.3f} ms", every_step=True)
     return float(np.median(times))
 
 
