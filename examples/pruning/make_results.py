@@ -38,12 +38,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 import sparsenet
 from sparsenet import Model
+from sparsenet._timing import median_seconds
 from sparsenet.datasets import Split, load_mnist
 from sparsenet.format import file_sizes
 from sparsenet.models import get_architecture
@@ -158,11 +159,7 @@ def dataset_title(name: str) -> str:
 
 def predictions(model: Model, split: Split) -> np.ndarray:
     """Top-1 class of every image, in batches of EVAL_BATCH."""
-    out = np.empty(len(split.images), dtype=np.int64)
-    for start in range(0, len(split.images), EVAL_BATCH):
-        logits = model(np.ascontiguousarray(split.images[start:start + EVAL_BATCH], dtype=np.float32))
-        out[start:start + EVAL_BATCH] = np.asarray(logits).argmax(axis=1)
-    return out
+    return sparsenet.datasets.predictions(model, split.images, EVAL_BATCH)
 
 
 def accuracy(model: Model, split: Split) -> float:
@@ -173,16 +170,7 @@ def median_ms(model: Model, x: np.ndarray, timing: "Timing") -> float:
     """Median wall time of ``model(x)`` in ms: at least ``timing.min_runs`` runs and
     ``timing.min_time`` seconds, at most ``timing.max_runs`` runs, after two warm-up
     calls (buffers, thread pool, and the auto backend's one-off choice)."""
-    model(x)
-    model(x)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < timing.max_runs and (len(times) < timing.min_runs
-                                             or time.perf_counter() - start < timing.min_time):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(model, x, timing.min_time, timing.max_runs, timing.min_runs, warmup=2)
 
 
 def weighted_rows(model: Model) -> list[Any]:

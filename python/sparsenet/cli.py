@@ -7,13 +7,13 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from typing import Sequence
 
 import numpy as np
 
 from . import get_num_threads, kernel_info, set_num_threads
 from .errors import FormatError, ModelError
+from ._timing import median_seconds
 from .format import file_sizes
 from .model import Model, _human_bytes
 from .models import ARCHITECTURES, random_model
@@ -38,15 +38,8 @@ def _clear_progress() -> None:
 
 
 def _median_latency(model: Model, x: np.ndarray, min_time: float, max_runs: int, label: str) -> float:
-    model(x)  # warm-up: first-touch of buffers, thread pool start
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_runs and (len(times) < 3 or time.perf_counter() - start < min_time):
-        t0 = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - t0)
-        _progress(f"  {label}: run {len(times)}, median {1e3 * float(np.median(times)):.3f} ms", every_step=True)
-    return float(np.median(times))
+    return median_seconds(model, x, min_time, max_runs, progress=lambda runs, median: _progress(
+        f"  {label}: run {runs}, median {1e3 * median:.3f} ms", every_step=True))
 
 
 def _load(source: str, backend: str, arch: str | None) -> Model:

@@ -97,15 +97,20 @@ def load_mnist(directory: str | os.PathLike, split: str = "train", limit: int | 
     return Split((images[:, None].astype(np.float32) / np.float32(255)), labels.astype(np.int64))
 
 
+def predictions(model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Top-1 class of every image under a sparsenet model (or any callable returning logits), in batches."""
+    out = np.empty(len(images), dtype=np.int64)
+    for start in range(0, len(images), batch_size):
+        logits = model(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
+        out[start:start + batch_size] = np.asarray(logits).argmax(axis=1)
+    return out
+
+
 def accuracy(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
     """Top-1 accuracy of a sparsenet model (or any callable returning logits)."""
     if len(images) != len(labels):
         raise FormatError(f"{len(images)} images but {len(labels)} labels")
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
-        correct += int((np.asarray(logits).argmax(axis=1) == labels[start:start + batch_size]).sum())
-    return correct / max(1, len(images))
+    return int((predictions(model, images, batch_size) == labels).sum()) / max(1, len(images))
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -17,11 +17,12 @@ import platform
 import tempfile
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from ._timing import median_seconds
 from .datasets import accuracy, load_mnist
 from .errors import ModelError
 from .models import Architecture, get_architecture
@@ -41,7 +42,6 @@ class Recipe:
     batch_size: int = 64
     frequency: int = 100            # prune every this many steps during the schedule
     note: str = ""
-    han_density: dict = field(default_factory=dict)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -81,16 +81,6 @@ def torch_module(arch: Architecture) -> Any:
         else:
             raise ModelError(f"{arch.name}: layer kind {spec.kind!r} has no PyTorch twin here")
     return nn.Sequential(layers)
-
-
-def _median_ms(model: Any, x: np.ndarray, repeats: int) -> float:
-    model(x)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - started)
-    return 1e3 * float(np.median(times))
 
 
 def _file_sizes(model: Any) -> dict[str, int]:
@@ -190,10 +180,9 @@ def run(name: str, data: str, out: str, dataset: str | None = None, seed: int = 
     latency = {}
     for batch in (1, 64):
         x = np.ascontiguousarray(np.resize(test_split.images, (batch, *test_split.images.shape[1:])))
-        repeats = 200 if batch == 1 else 30
-        latency[f"batch{batch}"] = {"sparse_ms": _median_ms(sparse_model, x, repeats),
-                                    "dense_ms": _median_ms(dense_backend, x, repeats),
-                                    "dense_model_ms": _median_ms(dense_model, x, repeats)}
+        latency[f"batch{batch}"] = {f"{key}_ms": 1e3 * median_seconds(model, x, min_time=0.2, max_runs=200)
+                                    for key, model in (("sparse", sparse_model), ("dense", dense_backend),
+                                                       ("dense_model", dense_model))}
     import sparsenet
 
     results = {
