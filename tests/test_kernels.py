@@ -136,6 +136,72 @@ def test_zero_rows_and_zero_columns(isa, n):
     assert y.shape == ((0,) if n is None else (0, n))
 
 
+# ------------------------------------------------- csrmv_u16_l1 (x by loads)
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("epilogue", ["none", "bias+relu"])
+@pytest.mark.parametrize("row_range", [(0, 50), (7, 31)])
+def test_csrmv_x_loads_is_the_gather_kernel_bit_for_bit(rng, isa, epilogue, row_range):
+    """csrmv_u16_l1 fetches x with scalar loads instead of gathers into the same
+    lanes: every row length 0..49 (all 16/8/scalar tails) gives the same bits."""
+    rows, cols = 50, 300
+    dense = np.zeros((rows, cols), np.float32)
+    for r in range(rows):
+        columns = rng.choice(cols, size=r, replace=False)
+        dense[r, columns] = rng.standard_normal(r) + 3.0
+    x = make_x(rng, cols, None)
+    bias = rng.standard_normal(rows).astype(np.float32) if "bias" in epilogue else None
+    relu = "relu" in epilogue
+    row_begin, row_end = row_range
+    gathered = run_kernel(isa, dense, x, bias, relu, row_begin=row_begin, row_end=row_end)
+    loaded = run_kernel(isa, dense, x, bias, relu, row_begin=row_begin, row_end=row_end, x_loads=True)
+    np.testing.assert_array_equal(loaded, gathered)
+    inside = slice(row_begin, row_end)
+    check(loaded[inside], reference(dense, x, bias, relu)[inside])
+    assert (np.delete(loaded, np.arange(row_begin, row_end)) == MARKER).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_csrmv_x_loads_reads_the_last_columns(rng, isa):
+    """Indices up to 65535 (the widest x a 16-bit index reaches)."""
+    cols = 65536
+    dense = np.zeros((3, cols), np.float32)
+    dense[:, -20:] = rng.standard_normal((3, 20))
+    dense[1, :17] = 1.0
+    x = make_x(rng, cols, None)
+    check(run_kernel(isa, dense, x, x_loads=True), reference(dense, x))
+
+
+def test_csrmv_x_loads_is_for_16_bit_csrmv_only(rng):
+    dense = sparse_dense_array((4, 6), 0.5, rng)
+    with pytest.raises(ShapeError, match="x_loads"):
+        run_kernel("scalar", dense, make_x(rng, 6, 2), x_loads=True)
+    with pytest.raises(ShapeError, match="x_loads"):
+        run_kernel("scalar", dense, make_x(rng, 6, None), index_bits=32, x_loads=True)
+    assert isinstance(_core._csrmv_l1_loads_win(), bool)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [32, 33, 64, 97])
+@pytest.mark.parametrize("window", [None, (20, 250)])
+def test_csrmm_prefetch_changes_nothing(rng, isa, index_bits, n, window):
+    """CsrRef::prefetch (X rows of the nonzeros 16 ahead) is only a hint: every
+    row length 0..49, with and without a column window, gives the same bits."""
+    rows, cols = 50, 300
+    dense = np.zeros((rows, cols), np.float32)
+    for r in range(rows):
+        columns = rng.choice(cols, size=r, replace=False)
+        dense[r, columns] = rng.standard_normal(r) + 3.0
+    x = make_x(rng, cols, n)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    ranges = {} if window is None else {"column_window": window, "y_init": np.ones((rows, n), np.float32)}
+    plain = run_kernel(isa, dense, x, bias, True, index_bits, **ranges)
+    fetched = run_kernel(isa, dense, x, bias, True, index_bits, prefetch=True, **ranges)
+    np.testing.assert_array_equal(fetched, plain)
+    if window is None:
+        check(fetched, reference(dense, x, bias, True))
+
+
 # --------------------------------------------------------- sub-ranges
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("index_bits", INDEX_BITS)

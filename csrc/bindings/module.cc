@@ -50,16 +50,17 @@ std::vector<float> to_vector(const std::optional<FloatArray>& a) {
 template <typename Index>
 void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x, size_t ldx,
                     size_t n, Epilogue ep, size_t rb, size_t re, size_t cb, size_t ce, float* y,
-                    bool as_vector, const std::vector<uint32_t>& window) {
+                    bool as_vector, const std::vector<uint32_t>& window, bool x_loads,
+                    bool prefetch) {
   std::vector<Index> idx(m.nnz());
   for (size_t k = 0; k < m.nnz(); ++k)
     idx[k] = static_cast<Index>(m.narrow_indices() ? m.col16()[k] : m.col32()[k]);
   const size_t rows = m.row_ptr().size() - 1;
   const CsrRef<Index> ref = window.empty()
-      ? CsrRef<Index>{m.row_ptr().data(), idx.data(), m.values().data()}
-      : CsrRef<Index>{window.data(), idx.data(), m.values().data(), window.data() + rows};
+      ? CsrRef<Index>{m.row_ptr().data(), idx.data(), m.values().data(), nullptr, prefetch}
+      : CsrRef<Index>{window.data(), idx.data(), m.values().data(), window.data() + rows, prefetch};
   if constexpr (sizeof(Index) == 2) {
-    if (as_vector) table.csrmv_u16(ref, x, ep, rb, re, y);
+    if (as_vector) (x_loads ? table.csrmv_u16_l1 : table.csrmv_u16)(ref, x, ep, rb, re, y);
     else table.csrmm_u16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
   } else {
     if (as_vector) table.csrmv_u32(ref, x, ep, rb, re, y);
@@ -75,7 +76,8 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           const std::optional<FloatArray>& bias, bool relu, int index_bits,
                           int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                           const std::optional<FloatArray>& y_init,
-                          std::optional<std::pair<int64_t, int64_t>> column_window) {
+                          std::optional<std::pair<int64_t, int64_t>> column_window,
+                          bool x_loads, bool prefetch) {
   const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
   const bool as_vector = x.ndim() == 1;
   if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
@@ -89,6 +91,8 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   if (bias && bias->size() != rows) throw ShapeError("bias must have rows entries");
   if (index_bits == 16 && cols > 65536) throw ShapeError("16-bit indices need cols <= 65536");
   if (index_bits != 16 && index_bits != 32) throw ShapeError("index_bits must be 16 or 32");
+  if (x_loads && (!as_vector || index_bits != 16))
+    throw ShapeError("x_loads is for csrmv with 16-bit indices");
   FloatArray y = as_vector ? FloatArray(rows) : FloatArray({rows, static_cast<int64_t>(n)});
   if (y_init) {  // csrmm accumulating into Y
     if (as_vector || y_init->size() != y.size()) throw ShapeError("y_init must be (rows, n) for csrmm");
@@ -116,10 +120,10 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
   if (index_bits == 16)
     run_raw_kernel<uint16_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window);
+                             y.mutable_data(), as_vector, window, x_loads, prefetch);
   else
     run_raw_kernel<uint32_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window);
+                             y.mutable_data(), as_vector, window, false, prefetch);
   return y;
 }
 
@@ -348,8 +352,13 @@ PYBIND11_MODULE(_core, m) {
         py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("index_bits") = 16,
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
         py::arg("col_end") = -1, py::arg("y_init") = py::none(), py::arg("column_window") = py::none(),
+        py::arg("x_loads") = false, py::arg("prefetch") = false,
         "Run one registry kernel directly (tests and benchmarks only). csrmm only: y_init "
-        "(rows, n) makes it accumulate; column_window (lo, hi) restricts it to those weight columns.");
+        "(rows, n) makes it accumulate; column_window (lo, hi) restricts it to those weight columns. "
+        "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers). "
+        "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead; the same result).");
+  m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
+        "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
 
 #ifdef SPARSENET_WITH_CUDA
   m.def("cuda_built", [] { return true; });

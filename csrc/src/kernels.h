@@ -19,6 +19,9 @@ struct CsrRef {
   // of [row_ptr[r], row_ptr[r + 1]) -- one column panel of a CSR matrix, whose
   // per-row starts and ends are two rows of WeightedLayer's panel table.
   const uint32_t* row_end = nullptr;
+  // csrmm only, a hint: X is too large for L2, so software-prefetch the X rows
+  // of upcoming nonzeros (the AVX2 kernel does; the result is the same).
+  bool prefetch = false;
 };
 
 // Applied to each output element: y = relu ? max(acc + bias[row], 0) : acc + bias[row].
@@ -53,17 +56,29 @@ using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilog
 SPARSENET_DECLARE_CSR_KERNELS(scalar)
 SPARSENET_DECLARE_CSR_KERNELS(avx2)
 #undef SPARSENET_DECLARE_CSR_KERNELS
+void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
 
 struct KernelTable {
   Isa isa;
   CsrmvKernel<uint16_t> csrmv_u16;
   CsrmvKernel<uint32_t> csrmv_u32;
+  // csrmv_u16 fetching x with scalar loads instead of gathers (identical sums):
+  // faster on some cores when x sits in L1, see csrmv_l1_loads_win().
+  CsrmvKernel<uint16_t> csrmv_u16_l1;
   CsrmmKernel<uint16_t> csrmm_u16;
   CsrmmKernel<uint32_t> csrmm_u32;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.
 const KernelTable& kernel_table(Isa isa);
+
+// Vectors of at most this many floats (24 KiB) count as L1-resident for csrmv.
+constexpr size_t kL1VectorFloats = 6144;
+
+// Whether the AVX2 csrmv_u16_l1 beats csrmv_u16 on this CPU for an L1-resident
+// x: measured once per process on a synthetic 10 %-dense 256x4096 matrix (about
+// 1 ms; gathers are slow on AMD Zen, fast on recent Intel cores).
+bool csrmv_l1_loads_win();
 
 inline float apply_epilogue(float acc, Epilogue ep, size_t row) {
   if (ep.bias) acc += ep.bias[row];

@@ -1,5 +1,8 @@
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "kernels.h"
 #include "sparsenet/errors.h"
@@ -38,14 +41,48 @@ Isa active_isa() {
 
 const KernelTable& kernel_table(Isa isa) {
   static const KernelTable scalar{Isa::kScalar, f32_csrmv_u16_scalar, f32_csrmv_u32_scalar,
-                                  f32_csrmm_u16_scalar, f32_csrmm_u32_scalar};
+                                  f32_csrmv_u16_scalar, f32_csrmm_u16_scalar, f32_csrmm_u32_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
-                                f32_csrmm_u16_avx2, f32_csrmm_u32_avx2};
+                                f32_csrmv_u16_l1_avx2, f32_csrmm_u16_avx2, f32_csrmm_u32_avx2};
   if (isa == Isa::kAvx2) {
     if (!cpu_has_avx2_fma()) throw FormatError("the avx2 kernels need a CPU with AVX2+FMA");
     return avx2;
   }
   return scalar;
+}
+
+bool csrmv_l1_loads_win() {
+  static const bool win = [] {
+    if (!cpu_has_avx2_fma()) return false;
+    constexpr size_t kRows = 256, kCols = 4096, kPerRow = kCols / 10;
+    std::vector<uint32_t> row_ptr(kRows + 1);
+    std::vector<uint16_t> col(kRows * kPerRow);
+    std::vector<float> values(col.size(), 0.5f), x(kCols, 1.0f), y(kRows);
+    uint32_t state = 12345;  // a fixed LCG: every process measures the same matrix
+    for (size_t r = 0; r < kRows; ++r) {
+      row_ptr[r + 1] = static_cast<uint32_t>((r + 1) * kPerRow);
+      for (size_t k = 0; k < kPerRow; ++k) {
+        state = state * 1664525u + 1013904223u;
+        col[r * kPerRow + k] = static_cast<uint16_t>(k * 10 + (state >> 16) % 10);
+      }
+    }
+    const CsrRef<uint16_t> a{row_ptr.data(), col.data(), values.data()};
+    const Epilogue ep{nullptr, false};
+    const auto best_of = [&](CsrmvKernel<uint16_t> kernel) {
+      double best = 1e30;
+      for (int rep = 0; rep < 7; ++rep) {
+        const auto t0 = std::chrono::steady_clock::now();
+        kernel(a, x.data(), ep, 0, kRows, y.data());
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    best_of(f32_csrmv_u16_avx2);  // warm caches
+    const double gather = best_of(f32_csrmv_u16_avx2);
+    const double loads = best_of(f32_csrmv_u16_l1_avx2);
+    return loads < gather;
+  }();
+  return win;
 }
 
 }  // namespace sparsenet

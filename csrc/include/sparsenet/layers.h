@@ -180,6 +180,7 @@ class WeightedLayer : public Layer {
   // layer is narrow enough to need none.
   int64_t panel_width_ = 0;
   size_t panels_ = 0;
+  bool csrmv_loads_ = false;  // batch 1 through csrmv_u16_l1: x fits L1 and loads beat gathers
   std::vector<uint32_t> panel_starts_;
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;

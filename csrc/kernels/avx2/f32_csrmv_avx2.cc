@@ -1,7 +1,10 @@
 // f32 CSR matrix x dense vector, AVX2+FMA.
-// Per row: 16 nonzeros per step in two 8-lane accumulators; x is gathered with
-// vgatherdps from 16- or 32-bit column indices widened to 32 bits; the row's
-// last (nnz mod 8) terms are added in scalar. Built with -mavx2 -mfma only.
+// Per row: 16 nonzeros per step in two 8-lane accumulators; the row's last
+// (nnz mod 8) terms are added in scalar. Eight x values are fetched either with
+// one vgatherdps (16- or 32-bit column indices widened to 32 bits) or, in the
+// `_l1` variant, with eight scalar loads merged by insertps: the same lanes, so
+// the same sums bit for bit. Which is faster depends on the core and on where x
+// lives (runtime.cc measures it once). Built with -mavx2 -mfma only.
 #include <immintrin.h>
 
 #include "../../src/kernels.h"
@@ -16,6 +19,24 @@ inline __m256i load_index8(const uint32_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 
+template <typename Index>
+inline __m256 gather8(const float* x, const Index* c) {
+  return _mm256_i32gather_ps(x, load_index8(c), 4);
+}
+
+template <typename Index>
+inline __m256 load8(const float* x, const Index* c) {
+  __m128 lo = _mm_load_ss(x + c[0]);
+  lo = _mm_insert_ps(lo, _mm_load_ss(x + c[1]), 0x10);
+  lo = _mm_insert_ps(lo, _mm_load_ss(x + c[2]), 0x20);
+  lo = _mm_insert_ps(lo, _mm_load_ss(x + c[3]), 0x30);
+  __m128 hi = _mm_load_ss(x + c[4]);
+  hi = _mm_insert_ps(hi, _mm_load_ss(x + c[5]), 0x10);
+  hi = _mm_insert_ps(hi, _mm_load_ss(x + c[6]), 0x20);
+  hi = _mm_insert_ps(hi, _mm_load_ss(x + c[7]), 0x30);
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+}
+
 inline float horizontal_sum(__m256 v) {
   __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
@@ -23,7 +44,7 @@ inline float horizontal_sum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-template <typename Index>
+template <bool kGather, typename Index>
 void csrmv(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
            float* y) {
   for (size_t r = row_begin; r < row_end; ++r) {
@@ -32,13 +53,13 @@ void csrmv(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin, size_
     __m256 acc0 = _mm256_setzero_ps();
     __m256 acc1 = _mm256_setzero_ps();
     for (; k + 16 <= end; k += 16) {
-      const __m256 x0 = _mm256_i32gather_ps(x, load_index8(a.col_idx + k), 4);
-      const __m256 x1 = _mm256_i32gather_ps(x, load_index8(a.col_idx + k + 8), 4);
+      const __m256 x0 = kGather ? gather8(x, a.col_idx + k) : load8(x, a.col_idx + k);
+      const __m256 x1 = kGather ? gather8(x, a.col_idx + k + 8) : load8(x, a.col_idx + k + 8);
       acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), x0, acc0);
       acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), x1, acc1);
     }
     if (k + 8 <= end) {
-      const __m256 x0 = _mm256_i32gather_ps(x, load_index8(a.col_idx + k), 4);
+      const __m256 x0 = kGather ? gather8(x, a.col_idx + k) : load8(x, a.col_idx + k);
       acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), x0, acc0);
       k += 8;
     }
@@ -52,11 +73,15 @@ void csrmv(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin, size_
 
 void f32_csrmv_u16_avx2(CsrRef<uint16_t> a, const float* x, Epilogue ep, size_t rb, size_t re,
                         float* y) {
-  csrmv(a, x, ep, rb, re, y);
+  csrmv<true>(a, x, ep, rb, re, y);
 }
 void f32_csrmv_u32_avx2(CsrRef<uint32_t> a, const float* x, Epilogue ep, size_t rb, size_t re,
                         float* y) {
-  csrmv(a, x, ep, rb, re, y);
+  csrmv<true>(a, x, ep, rb, re, y);
+}
+void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t> a, const float* x, Epilogue ep, size_t rb, size_t re,
+                           float* y) {
+  csrmv<false>(a, x, ep, rb, re, y);
 }
 
 }  // namespace sparsenet
