@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import sparsenet
+from sparsenet._timing import median_seconds
 from sparsenet.models import VGG16, random_pruned_weight
 
 BACKENDS = ("sparse", "dense")
@@ -318,6 +319,38 @@ def rates(cost: dict, median: float) -> dict:
         "gflops_dense_equivalent": cost["flop_dense_equivalent"] / median / 1e9,
         "gbytes_per_s": cost["bytes_moved"] / median / 1e9,
     }
+
+
+# --------------------------------------------------------------- machine probe
+PROBE_BYTES = 256 << 20  # well past any last-level cache
+PROBE_GEMM = 2048        # sgemm 2048x2048 times 2048x256 through sparsenet's dense backend
+
+
+def machine_probe(threads: int, repeats: int = 7) -> dict:
+    """What this machine can do at `threads` threads, for the report's percent
+    columns: the read bandwidth of a streaming reduction (NumPy's SIMD int32 max
+    over 256 MiB, split over `threads` Python threads: it releases the GIL), and
+    the sgemm rate of the engine's own dense BLAS at batch 256. Medians of
+    `repeats`; about a second in all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = np.ones(PROBE_BYTES // 4, np.int32)
+    parts = np.array_split(data, threads)
+    with ThreadPoolExecutor(threads) as pool:
+        read = median_seconds(lambda _: list(pool.map(np.max, parts)), None, 0.0, repeats, repeats)
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((PROBE_GEMM, PROBE_GEMM)).astype(np.float32)
+    x = rng.standard_normal((256, PROBE_GEMM)).astype(np.float32)
+    previous = sparsenet.get_num_threads()
+    sparsenet.set_num_threads(threads)
+    try:
+        model = sparsenet.Model([sparsenet.Linear(weight)], backend="dense")
+        gemm = median_seconds(model, x, 0.0, repeats, repeats)
+    finally:
+        sparsenet.set_num_threads(previous)
+    return {"threads": threads, "read_gbytes_per_s": PROBE_BYTES / read / 1e9,
+            "sgemm_gflops": 2.0 * PROBE_GEMM * PROBE_GEMM * 256 / gemm / 1e9}
 
 
 # ----------------------------------------------------------------- ratio table

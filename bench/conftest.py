@@ -140,6 +140,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "peers": {engine: peers.engine_version(engine) for engine in _requested_peers(config)},
         "peer_threads": benchlib.peer_threads(config),
     }
+    if not _requested_peers(config):  # sparsenet's own run: what the machine can do, for the % columns
+        machine_info["sparsenet"]["probe"] = benchlib.machine_probe(sparsenet.get_num_threads())
 
 
 def _cpu_model() -> str:
