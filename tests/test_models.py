@@ -212,6 +212,18 @@ def test_conv_on_larger_maps_and_many_channels(rng, backend, batch):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_conv_with_a_deep_input(rng, backend, batch):
+    """240 input channels x 3x3 = 2,160 weight columns on a 12x37 map: a 524 KB
+    padded image for the direct convolution, a 3.8 MB patch matrix for im2col."""
+    weight = sparse_dense_array((16, 240, 3, 3), 0.3, rng)
+    bias = rng.standard_normal(16).astype(np.float32)
+    model = Model([Conv2d(weight, bias, padding=1)], backend=backend)
+    x = rng.standard_normal((batch, 240, 12, 37)).astype(np.float32)
+    assert_close(model(x), ref_conv2d(x, weight, bias, 1, 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_conv_with_changing_input_sizes(rng, backend):
     """One layer run on maps of several sizes, wide ones (rows wider than a
     block of the direct convolution) included, and back to an earlier size."""

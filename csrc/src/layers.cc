@@ -291,9 +291,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
       }
     }
   } else {
-    const bool prefetch =
-        static_cast<uint64_t>(cols_) * std::min<size_t>(col_end - col_begin, 32) * sizeof(float) >
-        kPrefetchMinXBytes;
+    const bool prefetch = prefetch_x(col_end - col_begin);
     if (sparse_.narrow_indices())
       k.csrmm_u16({rp, sparse_.col16().data(), v, nullptr, prefetch}, x, ldx, ep, row_begin,
                   row_end, col_begin, col_end, y, ldy);
@@ -309,6 +307,11 @@ void WeightedLayer::sparse_offsets_tile(const uint32_t* offsets, const float* x,
   const Epilogue ep{bias_.empty() ? nullptr : bias_.data(), relu};
   kernel_table(isa_).csrmm_u32({sparse_.row_ptr().data(), offsets, sparse_.values().data()}, x, 1,
                                ep, row_begin, row_end, 0, n, y, ldy);
+}
+
+bool WeightedLayer::prefetch_x(size_t n) const {
+  // Bytes of X one output row's 32-column tile reads: a row of X per weight column.
+  return static_cast<uint64_t>(cols_) * std::min<size_t>(n, 32) * sizeof(float) > kPrefetchMinXBytes;
 }
 
 void WeightedLayer::dense_block(const float* x, size_t ldx, size_t row_begin, size_t row_end,

@@ -164,6 +164,7 @@ class WeightedLayer : public Layer {
   void sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
                    size_t col_begin, size_t col_end, float* y, size_t ldy, bool relu) const;
   void build_column_panels();
+  bool prefetch_x(size_t n) const;  // CsrRef::prefetch for an X of n columns
 
   int64_t rows_;
   int64_t cols_;
