@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 
@@ -10,6 +11,24 @@ namespace sparsenet {
 namespace {
 
 thread_local bool tls_in_pool_worker = false;
+
+// A bounded busy-wait: expired() pauses the core briefly and says when
+// ThreadPool::kSpinSeconds have passed (the clock is read every 64 polls).
+class Spin {
+ public:
+  bool expired() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if (++polls_ % 64 != 0) return false;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() >
+           ThreadPool::kSpinSeconds;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  uint32_t polls_ = 0;
+};
 
 int default_num_threads() {
   if (const char* env = std::getenv("SPARSENET_NUM_THREADS")) {
@@ -32,7 +51,7 @@ ThreadPool::ThreadPool(int num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -40,36 +59,37 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::run_tasks(size_t worker) {
   for (;;) {
-    size_t task;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (next_task_ >= num_tasks_) return;
-      task = next_task_++;
-    }
+    const size_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
+    if (task >= num_tasks_) return;
     try {
       (*job_)(task, worker);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
-      next_task_ = num_tasks_;
+      next_task_.store(num_tasks_, std::memory_order_relaxed);  // the others stop claiming
     }
   }
 }
 
 void ThreadPool::worker_loop(size_t worker) {
   tls_in_pool_worker = true;
-  size_t seen = 0;
+  uint64_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+    // Poll for the next generation for up to kSpinSeconds, then sleep.
+    uint64_t now = generation_.load(std::memory_order_acquire);
+    for (Spin spin; now == seen && !stop_.load(std::memory_order_relaxed);
+         now = generation_.load(std::memory_order_acquire)) {
+      if (spin.expired()) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+      }
     }
+    if (stop_.load()) return;
+    seen = now;
     run_tasks(worker);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--active_ == 0) done_.notify_one();
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);  // the caller checks active_ under it
+      done_.notify_one();
     }
   }
 }
@@ -81,21 +101,27 @@ void ThreadPool::parallel_for(size_t num_tasks, const std::function<void(size_t,
     for (size_t t = 0; t < num_tasks; ++t) fn(t, 0);
     return;
   }
+  job_ = &fn;
+  num_tasks_ = num_tasks;
+  error_ = nullptr;  // no worker is running: the last job's active_ reached 0
+  next_task_.store(0, std::memory_order_relaxed);
+  active_.store(workers_.size(), std::memory_order_relaxed);
   {
+    // Under the mutex, so a worker between its check and its wait cannot miss it.
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    num_tasks_ = num_tasks;
-    next_task_ = 0;
-    active_ = workers_.size();
-    error_ = nullptr;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  wake_.notify_all();
+  wake_.notify_all();  // no system call when nobody sleeps
   run_tasks(0);
+  for (Spin spin; active_.load(std::memory_order_acquire) != 0;) {
+    if (spin.expired()) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return active_.load(std::memory_order_acquire) == 0; });
+    }
+  }
   std::exception_ptr error;
   {
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return active_ == 0; });
+    std::lock_guard<std::mutex> lock(mutex_);
     job_ = nullptr;
     error = error_;
   }

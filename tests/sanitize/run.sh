@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build sparsenet._core with AddressSanitizer + UndefinedBehaviorSanitizer and
-# run the whole pytest suite against it.
+# run the whole pytest suite against it; first, the thread pool's stress test
+# under ThreadSanitizer (thread_pool_stress.cc).
 #
 #   bash tests/sanitize/run.sh [pytest args...]      # e.g. -x -q tests/test_bad_input.py
 #
@@ -48,6 +49,11 @@ UBSAN_LIB="$("$CXX" -print-file-name=libubsan.so)"
 
 cd "$ROOT"
 status=0
+"$CXX" -std=c++17 -O1 -g -fsanitize=thread -I"$ROOT/csrc/src" -I"$ROOT/csrc/include" \
+  "$ROOT/tests/sanitize/thread_pool_stress.cc" "$ROOT/csrc/src/thread_pool.cc" \
+  -o "$PKG/thread_pool_stress" -lpthread
+TSAN_OPTIONS="halt_on_error=1" "$PKG/thread_pool_stress" || status=$?
+[ "$status" -eq 0 ] || echo "sanitize: the thread pool failed under ThreadSanitizer"
 env PYTHONPATH="$PKG" \
   LD_PRELOAD="$PRELOAD" \
   ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1" \
