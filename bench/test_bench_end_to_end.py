@@ -1,5 +1,6 @@
-"""Whole networks with Han et al.'s default densities, sparse vs dense:
-LeNet-5 and mnist_cnn at batch 1 and 64, VGG-16 at batch 1 (64 is opt-in)."""
+"""Whole networks with Han et al.'s default densities, sparse vs dense, and
+auto (the default backend): LeNet-5 and mnist_cnn at batch 1 and 64, VGG-16 at
+batch 1 (64 is opt-in)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _params() -> list:
     for arch, batches, large in NETWORKS:
         for batch in (*batches, *large):
             marks = [pytest.mark.large] if batch in large else []
-            for backend in benchlib.BACKENDS:
+            for backend in ("auto", *benchlib.BACKENDS):
                 params.append(pytest.param(arch, batch, backend, id=f"e2e-{arch}-b{batch}-{backend}", marks=marks))
     return params
 

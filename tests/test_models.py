@@ -218,9 +218,18 @@ def test_conv_with_a_deep_input(rng, backend, batch):
     padded image for the direct convolution, a 3.8 MB patch matrix for im2col."""
     weight = sparse_dense_array((16, 240, 3, 3), 0.3, rng)
     bias = rng.standard_normal(16).astype(np.float32)
-    model = Model([Conv2d(weight, bias, padding=1)], backend=backend)
+    second = sparse_dense_array((5, 16, 3, 3), 0.5, rng)
+    model = Model([Conv2d(weight, bias, padding=1), Conv2d(second, None, stride=2)], backend=backend)
     x = rng.standard_normal((batch, 240, 12, 37)).astype(np.float32)
-    assert_close(model(x), ref_conv2d(x, weight, bias, 1, 1))
+    expected = ref_conv2d(ref_conv2d(x, weight, bias, 1, 1), second, None, 2, 0)
+    before = sparsenet.get_num_threads()
+    try:
+        # Fewer images than workers (an odd number of them) and one thread.
+        for threads in (1, 3):
+            sparsenet.set_num_threads(threads)
+            assert_close(model(x), expected)
+    finally:
+        sparsenet.set_num_threads(before)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
