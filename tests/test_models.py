@@ -251,6 +251,9 @@ def test_conv_with_changing_input_sizes(rng, backend):
     dict(kind="max", kernel_size=3, stride=2, padding=1, ceil_mode=False),
     dict(kind="max", kernel_size=3, stride=2, padding=0, ceil_mode=True),
     dict(kind="max", kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True),
+    dict(kind="max", kernel_size=3, stride=2, padding=0, ceil_mode=False),  # windows inside: straight loops
+    dict(kind="max", kernel_size=(2, 2), stride=(1, 3), padding=0, ceil_mode=False),
+    dict(kind="avg", kernel_size=(3, 2), stride=(2, 1), padding=0, ceil_mode=False, count_include_pad=False),
     dict(kind="avg", kernel_size=2, stride=None, padding=0, ceil_mode=False, count_include_pad=True),
     dict(kind="avg", kernel_size=3, stride=2, padding=1, ceil_mode=False, count_include_pad=True),
     dict(kind="avg", kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),

@@ -240,8 +240,9 @@ def _host_input(x: Any) -> np.ndarray:
     if array.ndim not in (2, 4):
         hint = "; add a batch dimension, e.g. x[None]" if array.ndim in (1, 3) else ""
         raise ShapeError(f"input of shape {array.shape} must be (N, C, H, W) or (N, F){hint}")
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused below
-        array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.dtype != np.float32 or not array.flags.c_contiguous:  # else: as it is, no copy
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused below
+            array = np.ascontiguousarray(array, dtype=np.float32)
     if not np.isfinite(array).all():
         raise InputError(f"input of shape {array.shape} contains NaN or Inf")
     return array
