@@ -361,7 +361,7 @@ def machine_lines(machines: list[dict], results: list[Result]) -> list[str]:
 def probe_lines(probes: dict[str, dict]) -> list[str]:
     if not probes:
         return []
-    cells = "; ".join(f"{Path(path).name} ({p['threads']} thread{'s' if p['threads'] > 1 else ''}): read "
+    cells = "; ".join(f"{Path(path).parent.name}/{Path(path).name} ({p['threads']} thread{'s' if p['threads'] > 1 else ''}): read "
                       f"{p['read_gbytes_per_s']:.1f} GB/s, sgemm {p['sgemm_gflops']:.1f} GFLOP/s"
                       for path, p in sorted(probes.items()))
     return [f"- **Machine probe** (`benchlib.machine_probe`, at the start of each sparsenet run): {cells}. Read "
@@ -433,7 +433,7 @@ def build_report(paths: list[Path], out: Path, img_dir: Path, note: str | None, 
         "## Regenerating this report", "",
     ]
     lines += (commands or DEFAULT_COMMANDS).strip("\n").splitlines()
-    lines += ["", f"Input files: {', '.join(sorted({Path(m['path']).name for m in machines}))}.", ""]
+    lines += ["", f"Input files: {', '.join(sorted({Path(m['path']).parent.name + '/' + Path(m['path']).name for m in machines}))}.", ""]
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
