@@ -39,6 +39,16 @@ def check(actual, expected):
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=RTOL * scale)
 
 
+def every_row_length(rng, rows, cols):
+    """A (rows, cols) matrix whose row r holds exactly r nonzeros (never 0): every
+    tail of the kernels' 16/8-wide and even/odd loops, rows up to cols."""
+    dense = np.zeros((rows, cols), np.float32)
+    for r in range(rows):
+        columns = rng.choice(cols, size=r, replace=False)
+        dense[r, columns] = rng.standard_normal(r) + 3.0
+    return dense
+
+
 def make_x(rng, cols, n):
     shape = (cols,) if n is None else (cols, n)
     return rng.standard_normal(shape).astype(np.float32)
@@ -68,10 +78,7 @@ def test_row_nnz_tails(rng, isa, index_bits, n):
     """Row r holds exactly r nonzeros (0..49): every tail of the 16/8-wide
     gather loop and of the even/odd accumulator pairs."""
     rows, cols = 50, 61
-    dense = np.zeros((rows, cols), np.float32)
-    for r in range(rows):
-        columns = rng.choice(cols, size=r, replace=False)
-        dense[r, columns] = rng.standard_normal(r) + 3.0  # never 0
+    dense = every_row_length(rng, rows, cols)
     x = make_x(rng, cols, n)
     bias = rng.standard_normal(rows).astype(np.float32)
     y = run_kernel(isa, dense, x, bias, False, index_bits)
@@ -144,10 +151,7 @@ def test_csrmv_x_loads_is_the_gather_kernel_bit_for_bit(rng, isa, epilogue, row_
     """csrmv_u16_l1 fetches x with scalar loads instead of gathers into the same
     lanes: every row length 0..49 (all 16/8/scalar tails) gives the same bits."""
     rows, cols = 50, 300
-    dense = np.zeros((rows, cols), np.float32)
-    for r in range(rows):
-        columns = rng.choice(cols, size=r, replace=False)
-        dense[r, columns] = rng.standard_normal(r) + 3.0
+    dense = every_row_length(rng, rows, cols)
     x = make_x(rng, cols, None)
     bias = rng.standard_normal(rows).astype(np.float32) if "bias" in epilogue else None
     relu = "relu" in epilogue
@@ -188,10 +192,7 @@ def test_csrmm_prefetch_changes_nothing(rng, isa, index_bits, n, window):
     """CsrRef::prefetch (X rows of the nonzeros 16 ahead) is only a hint: every
     row length 0..49, with and without a column window, gives the same bits."""
     rows, cols = 50, 300
-    dense = np.zeros((rows, cols), np.float32)
-    for r in range(rows):
-        columns = rng.choice(cols, size=r, replace=False)
-        dense[r, columns] = rng.standard_normal(r) + 3.0
+    dense = every_row_length(rng, rows, cols)
     x = make_x(rng, cols, n)
     bias = rng.standard_normal(rows).astype(np.float32)
     ranges = {} if window is None else {"column_window": window, "y_init": np.ones((rows, n), np.float32)}

@@ -107,17 +107,11 @@ void csrmm(CsrRef<Index> a, const float* x, size_t ldx, Epilogue ep, size_t row_
 
 void f32_csrmm_u16_avx2(CsrRef<uint16_t> a, const float* x, size_t ldx, Epilogue ep, size_t rb,
                         size_t re, size_t cb, size_t ce, float* y, size_t ldy) {
-  if (a.prefetch)
-    csrmm<true>(a, x, ldx, ep, rb, re, cb, ce, y, ldy);
-  else
-    csrmm<false>(a, x, ldx, ep, rb, re, cb, ce, y, ldy);
+  (a.prefetch ? csrmm<true, uint16_t> : csrmm<false, uint16_t>)(a, x, ldx, ep, rb, re, cb, ce, y, ldy);
 }
 void f32_csrmm_u32_avx2(CsrRef<uint32_t> a, const float* x, size_t ldx, Epilogue ep, size_t rb,
                         size_t re, size_t cb, size_t ce, float* y, size_t ldy) {
-  if (a.prefetch)
-    csrmm<true>(a, x, ldx, ep, rb, re, cb, ce, y, ldy);
-  else
-    csrmm<false>(a, x, ldx, ep, rb, re, cb, ce, y, ldy);
+  (a.prefetch ? csrmm<true, uint32_t> : csrmm<false, uint32_t>)(a, x, ldx, ep, rb, re, cb, ce, y, ldy);
 }
 
 }  // namespace sparsenet
