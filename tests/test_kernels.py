@@ -88,7 +88,7 @@ def test_row_nnz_tails(rng, isa, index_bits, n):
 # ------------------------------------------------------------------ csrmm
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("index_bits", INDEX_BITS)
-@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 31, 32, 33, 65])
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 31, 32, 33, 64, 65, 107, 128])  # 107 = 64 + 32 + 8 + 3
 @pytest.mark.parametrize("density", [1.0, 0.5, 0.01])
 def test_csrmm_matches_numpy(rng, isa, index_bits, n, density):
     rows, cols = 23, 45
