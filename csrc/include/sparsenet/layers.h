@@ -149,11 +149,15 @@ class WeightedLayer : public Layer {
   void sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y, size_t ldy,
                             bool relu) const;
   // The sparse product with the column indices replaced by `offsets` (nnz
-  // entries): Y[r][c] = act(sum_k value_k * x[offsets_k + c] + bias[r]) for r in
-  // [row_begin, row_end), c in [0, n). Direct convolution uses it with offsets
-  // into a padded input image.
-  void sparse_offsets_tile(const uint32_t* offsets, const float* x, size_t row_begin,
-                           size_t row_end, size_t n, float* y, size_t ldy, bool relu) const;
+  // entries), over row r's nonzeros [starts[r], ends[r]) (nullptr: the whole
+  // row): Y[r][c] (+)= sum_k value_k * x[offsets_k + c] for r in [row_begin,
+  // row_end), c in [col_begin, col_end); `accumulate` adds to what Y holds,
+  // `finish` then adds the bias and applies the ReLU if `relu`. Direct
+  // convolution uses it with offsets into a padded input image.
+  void sparse_offsets_tile(const uint32_t* offsets, const uint32_t* starts, const uint32_t* ends,
+                           const float* x, size_t row_begin, size_t row_end, size_t col_begin,
+                           size_t col_end, float* y, size_t ldy, bool accumulate, bool finish,
+                           bool relu) const;
   const CsrMatrix& sparse_weight() const { return sparse_; }
   // The dense product of rows [row_begin, row_end) and columns [col_begin,
   // col_end) as one single-threaded BLAS call, then the epilogue.
@@ -224,15 +228,24 @@ class Conv2d : public WeightedLayer {
   bool direct_capable() const; // stride 1, not pointwise: sparse runs direct convolution
   void forward_with(Backend backend, const TensorView& in, const MutableTensorView& out,
                     const ForwardContext& ctx) const;
-  // Offsets into a padded (C, height + 2*pad_h, width + 2*pad_w) image, cached per size.
-  std::shared_ptr<const std::vector<uint32_t>> direct_offsets(int64_t height, int64_t width) const;
+  // How direct convolution walks one input size: each nonzero's offset into the
+  // padded (C, height + 2*pad_h, width + 2*pad_w) image, and the nonzeros split
+  // into panels of input channels (see DirectPlan in layers.cc). Cached per size.
+  struct DirectPlan {
+    std::vector<uint32_t> offsets;  // nnz
+    size_t tile = 0;                // output columns per tile
+    size_t panels = 0;              // channel panels
+    // starts[p * rows + r]: row r's first nonzero in panel p; p == panels: the row's end.
+    std::vector<uint32_t> starts;
+  };
+  std::shared_ptr<const DirectPlan> direct_plan(int64_t height, int64_t width) const;
   void forward_direct(const TensorView& in, const MutableTensorView& out,
                       const ForwardContext& ctx) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   mutable std::mutex offsets_mutex_;
   mutable int64_t offsets_height_ = -1, offsets_width_ = -1;
-  mutable std::shared_ptr<const std::vector<uint32_t>> offsets_;
+  mutable std::shared_ptr<const DirectPlan> plan_;
 };
 
 enum class PoolMode { kMax, kAverage };
