@@ -509,6 +509,12 @@ namespace {
 // 19-30 useful GFLOP/s on one core (32-column tiles or 32 KiB panels: slower).
 constexpr size_t kDirectTile = 64;
 constexpr int64_t kDirectPanelBytes = 16 * 1024;
+// Every tile streams the nonzeros of all output channels it computes; in
+// groups of output channels whose nonzeros take about this many bytes, a
+// group's stay in L2/L3 from one tile to the next. Measured on VGG-16 at one
+// thread on Zen 3: 0.75-2 MiB alike; without groups conv4_x and conv5_x are
+// 20-40 % slower, conv2_x and conv3_x unaffected.
+constexpr double kDirectGroupBytes = 1024.0 * 1024.0;
 }  // namespace
 
 std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, int64_t width) const {
@@ -609,6 +615,14 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   const auto tile_of = [&](size_t worker) {
     return ctx.scratch + worker * ctx.scratch_per_worker + padded_size;
   };
+  // Output channels in groups whose nonzeros (value and offset, 8 bytes each)
+  // take about kDirectGroupBytes, each group tile by tile over the block.
+  const double row_bytes = 8.0 * static_cast<double>(nnz()) / static_cast<double>(std::max<size_t>(1, out_channels));
+  const size_t group_rows = std::max<size_t>(8, static_cast<size_t>(kDirectGroupBytes / std::max(1.0, row_bytes)));
+  const auto all_rows = [&](const float* padded, float* out_image, int64_t b, float* tile) {
+    for (size_t r0 = 0; r0 < out_channels; r0 += group_rows)
+      block(padded, out_image, b, tile, r0, std::min(out_channels, r0 + group_rows));
+  };
 
   const size_t batch = static_cast<size_t>(in.batch);
   const size_t workers = ctx.num_workers;
@@ -617,7 +631,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
     for (size_t image = 0; image < batch; ++image) {
       pad_image(in.data + image * in_stride, ctx.scratch);
       for (int64_t b = 0; b < blocks; ++b)
-        block(ctx.scratch, out.data + image * out_stride, b, tile_of(0), 0, out_channels);
+        all_rows(ctx.scratch, out.data + image * out_stride, b, tile_of(0));
     }
     return;
   }
@@ -626,17 +640,19 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
       float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
       pad_image(in.data + image * in_stride, padded);
       for (int64_t b = 0; b < blocks; ++b)
-        block(padded, out.data + image * out_stride, b, tile_of(worker), 0, out_channels);
+        all_rows(padded, out.data + image * out_stride, b, tile_of(worker));
     });
     return;
   }
   // Few images: one padded copy (worker 0's scratch, filled by all workers), its
-  // row blocks spread over the workers; when there are fewer blocks than twice
-  // the workers (small maps: VGG's 14x14 layers are one block), each block's
-  // output channels too, in chunks of at least 8.
-  const size_t chunks = std::max<size_t>(
-      1, std::min((2 * workers + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks),
-                  out_channels / 8));
+  // row blocks spread over the workers, each block's output channels in groups
+  // (see above) or, when there are fewer blocks than twice the workers (small
+  // maps: VGG's 14x14 layers are one block), in at least that many chunks of
+  // at least 8.
+  const size_t chunks = std::max(
+      (out_channels + group_rows - 1) / group_rows,
+      std::min((2 * workers + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks),
+               std::max<size_t>(1, out_channels / 8)));
   const size_t pad_tasks = std::min(workers, static_cast<size_t>(channels));
   for (size_t image = 0; image < batch; ++image) {
     const float* src = in.data + image * in_stride;
