@@ -34,6 +34,11 @@ def classify(tmp_path_factory):
     return build / "classify"
 
 
+@pytest.fixture(scope="module")
+def no_alloc(classify):
+    return classify.parent / "no_alloc"
+
+
 @pytest.mark.parametrize("arch", ["lenet5", "lenet_300_100"])
 def test_cpp_example_reproduces_python(tmp_path, classify, arch):
     model = sparsenet.models.random_model(arch, seed=5, backend="sparse")
@@ -55,6 +60,32 @@ def test_cpp_example_reads_pgm(tmp_path, classify):
                     "--out", str(tmp_path / "y.npy")], check=True, capture_output=True)
     expected = model((pixels / np.float32(255)).astype(np.float32)[None, None])
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def _conv_and_wide_fc_model():
+    """Direct convolution over channel panels and output-channel groups, a
+    fully connected layer wide enough for column panels at batch 64."""
+    rng = np.random.default_rng(7)
+    conv = rng.standard_normal((64, 48, 3, 3)).astype(np.float32)
+    conv[rng.random(conv.shape) > 0.3] = 0
+    fc = rng.standard_normal((16, 64 * 14 * 14)).astype(np.float32)
+    fc[rng.random(fc.shape) > 0.1] = 0
+    return sparsenet.Model([sparsenet.Conv2d(conv, None, padding=1), sparsenet.ReLU(), sparsenet.MaxPool2d(2),
+                            sparsenet.Flatten(), sparsenet.Linear(fc[:, : 64 * 7 * 7], None)],
+                           input_shape=(48, 14, 14))
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "mnist_cnn", "conv_and_wide_fc"])
+@pytest.mark.parametrize("backend", ["sparse", "dense", "auto"])
+@pytest.mark.parametrize("threads, batch", [(1, 1), (2, 1), (2, 64)])
+def test_steady_state_forward_allocates_nothing(tmp_path, no_alloc, arch, backend, threads, batch):
+    """Model::forward's promise (and issue 8's): after the first calls for a
+    batch size, forward passes make no heap allocation (operator new counted)."""
+    model = _conv_and_wide_fc_model() if arch == "conv_and_wide_fc" else sparsenet.models.random_model(arch, seed=3)
+    model.save(tmp_path / "model.npz")
+    run = subprocess.run([str(no_alloc), str(tmp_path / "model.npz"), backend, str(threads), str(batch)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "allocations: 0" in run.stdout, run.stdout + run.stderr
 
 
 def test_cmake_dir_flag():

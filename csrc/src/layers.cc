@@ -193,7 +193,7 @@ void WeightedLayer::mix_signature(int64_t value) {
 }
 
 void WeightedLayer::run_chosen(int64_t key, size_t workers,
-                               const std::function<void(Backend, bool)>& run) const {
+                               FunctionRef<void(Backend, bool)> run) const {
   if (backend_ != Backend::kAuto) return run(backend_, false);
   {
     std::lock_guard<std::mutex> lock(choices_mutex_);
@@ -387,20 +387,22 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
   const size_t col_width = ((n + col_blocks - 1) / col_blocks + 31) / 32 * 32;
   col_blocks = (n + col_width - 1) / col_width;
 
-  std::vector<size_t> bounds(row_blocks + 1, 0);
+  // Row block b starts at the first row whose nonzeros reach b/row_blocks of
+  // the total (each task finds its own bounds: no allocation per call).
   const auto& rp = sparse_.row_ptr();
-  for (size_t b = 1; b < row_blocks; ++b) {
+  const auto row_bound = [&](size_t b) -> size_t {
+    if (b == 0) return 0;
+    if (b == row_blocks) return static_cast<size_t>(rows_);
     const uint64_t goal = static_cast<uint64_t>(nnz_) * b / row_blocks;
-    size_t r = std::lower_bound(rp.begin(), rp.end(), goal) - rp.begin();
-    r = std::max(r, bounds[b - 1] + 1);
-    bounds[b] = std::min<size_t>(r, static_cast<size_t>(rows_) - (row_blocks - b));
-  }
-  bounds[row_blocks] = static_cast<size_t>(rows_);
+    const size_t r = static_cast<size_t>(std::lower_bound(rp.begin(), rp.end(), goal) - rp.begin());
+    // At least one row per block: block b starts in [b, rows - (row_blocks - b)].
+    return std::min<size_t>(std::max(r, b), static_cast<size_t>(rows_) - (row_blocks - b));
+  };
 
   ctx.pool->parallel_for(row_blocks * col_blocks, [&](size_t task, size_t) {
     const size_t rb = task / col_blocks, cb = task % col_blocks;
     const size_t c0 = cb * col_width, c1 = std::min(n, c0 + col_width);
-    sparse_tile(x, ldx, bounds[rb], bounds[rb + 1], c0, c1, y, ldy, relu);
+    sparse_tile(x, ldx, row_bound(rb), row_bound(rb + 1), c0, c1, y, ldy, relu);
   });
 }
 

@@ -61,8 +61,21 @@ struct Model::Workspaces {
   struct Buffers {
     std::vector<float> a, b, scratch;
   };
+  // The shapes and buffer sizes of one (input shape, batch, thread count):
+  // the last one is kept, so that repeated calls with the same input build no
+  // shapes or strings (no allocation) and only take a reference.
+  struct Plan {
+    Shape input;
+    int64_t batch;
+    size_t workers;
+    Shape output;
+    std::vector<Shape> shapes;  // the input, then each step's output
+    size_t max_elements;
+    size_t scratch_per_worker;
+  };
   std::mutex mutex;
   std::vector<std::unique_ptr<Buffers>> free;
+  std::shared_ptr<const Plan> plan;  // under mutex
 
   std::unique_ptr<Buffers> acquire() {
     std::lock_guard<std::mutex> lock(mutex);
@@ -115,25 +128,46 @@ Shape Model::output_shape(const Shape& input) const {
 
 void Model::forward(const float* in, int64_t batch, const Shape& input, float* out) const {
   if (batch < 0) throw ShapeError("batch size must be >= 0, got " + std::to_string(batch));
-  const Shape final_shape = output_shape(input);
-  if (batch == 0) return;
-
-  std::vector<Shape> shapes{input};
-  size_t max_elements = 0;
-  for (const Step& step : steps_) shapes.push_back(step.layer->output_shape(shapes.back()));
-  for (const Shape& s : shapes) {
-    const int64_t n = checked_numel(s, "activation");
-    if (n > kMaxElements / batch) throw ShapeError("batch too large for activation " + shape_to_string(s));
-    max_elements = std::max(max_elements, static_cast<size_t>(n * batch));
-  }
-
   std::shared_ptr<ThreadPool> pool = current_pool();
+  const size_t workers = static_cast<size_t>(pool->num_threads());
+  std::shared_ptr<const Workspaces::Plan> plan;
+  {
+    std::lock_guard<std::mutex> lock(workspaces_->mutex);
+    const auto& last = workspaces_->plan;
+    if (last && last->batch == batch && last->workers == workers && last->input == input) plan = last;
+  }
+  if (!plan) {
+    auto fresh = std::make_shared<Workspaces::Plan>();
+    fresh->input = input;
+    fresh->batch = batch;
+    fresh->workers = workers;
+    fresh->output = output_shape(input);
+    if (batch == 0) return;
+    fresh->shapes.push_back(input);
+    fresh->max_elements = 0;
+    for (const Step& step : steps_) fresh->shapes.push_back(step.layer->output_shape(fresh->shapes.back()));
+    for (const Shape& s : fresh->shapes) {
+      const int64_t n = checked_numel(s, "activation");
+      if (n > kMaxElements / batch) throw ShapeError("batch too large for activation " + shape_to_string(s));
+      fresh->max_elements = std::max(fresh->max_elements, static_cast<size_t>(n * batch));
+    }
+    fresh->scratch_per_worker = 0;
+    for (size_t i = 0; i < steps_.size(); ++i)
+      fresh->scratch_per_worker =
+          std::max(fresh->scratch_per_worker, steps_[i].layer->scratch_floats(fresh->shapes[i], batch));
+    plan = fresh;
+    std::lock_guard<std::mutex> lock(workspaces_->mutex);
+    workspaces_->plan = plan;
+  }
+  if (batch == 0) return;
+  const Shape& final_shape = plan->output;
+  const std::vector<Shape>& shapes = plan->shapes;
+  const size_t max_elements = plan->max_elements;
+
   ForwardContext ctx;
   ctx.pool = pool.get();
-  ctx.num_workers = static_cast<size_t>(pool->num_threads());
-  for (size_t i = 0; i < steps_.size(); ++i)
-    ctx.scratch_per_worker =
-        std::max(ctx.scratch_per_worker, steps_[i].layer->scratch_floats(shapes[i], batch));
+  ctx.num_workers = workers;
+  ctx.scratch_per_worker = plan->scratch_per_worker;
 
   struct Lease {  // returns the buffers to the model however the call ends
     Workspaces* pool;
@@ -161,7 +195,8 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
     steps_[i].layer->forward({current, batch, shapes[i]}, {target, batch, shapes[i + 1]}, ctx);
     current = target;
   }
-  const size_t out_elements = static_cast<size_t>(checked_numel(final_shape, "output")) * nb;
+  size_t out_elements = nb;
+  for (int64_t d : final_shape) out_elements *= static_cast<size_t>(d);
   if (final_shape.size() == 1 && nb > 1)
     transpose(current, static_cast<size_t>(final_shape[0]), nb, out);
   else

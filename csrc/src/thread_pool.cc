@@ -94,7 +94,7 @@ void ThreadPool::worker_loop(size_t worker) {
   }
 }
 
-void ThreadPool::parallel_for(size_t num_tasks, const std::function<void(size_t, size_t)>& fn) {
+void ThreadPool::parallel_for(size_t num_tasks, FunctionRef<void(size_t, size_t)> fn) {
   if (num_tasks == 0) return;
   std::unique_lock<std::mutex> owner(busy_, std::defer_lock);
   if (workers_.empty() || num_tasks == 1 || tls_in_pool_worker || !owner.try_lock()) {

@@ -5,11 +5,12 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "sparsenet/function_ref.h"
 
 namespace sparsenet {
 
@@ -27,7 +28,7 @@ class ThreadPool {
   // already serving another caller (concurrent forward passes) or is called
   // from one of its own workers, the tasks run inline on the caller as worker 0:
   // never a deadlock, never oversubscription.
-  void parallel_for(size_t num_tasks, const std::function<void(size_t, size_t)>& fn);
+  void parallel_for(size_t num_tasks, FunctionRef<void(size_t, size_t)> fn);
 
   // How long a worker keeps polling for the next job, and the caller for the
   // workers to finish, before sleeping on a condition variable. A forward pass
@@ -44,7 +45,7 @@ class ThreadPool {
   std::mutex busy_;  // held by the caller that owns the pool for one parallel_for
   // The job: written by the caller before it publishes a new generation_
   // (release), read by workers after they see it (acquire).
-  const std::function<void(size_t, size_t)>* job_ = nullptr;
+  const FunctionRef<void(size_t, size_t)>* job_ = nullptr;
   size_t num_tasks_ = 0;
   std::atomic<size_t> next_task_{0};
   std::atomic<size_t> active_{0};  // workers that have not finished the current job

@@ -14,7 +14,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +22,7 @@
 #include <vector>
 
 #include "sparsenet/csr.h"
+#include "sparsenet/function_ref.h"
 #include "sparsenet/runtime.h"
 
 namespace sparsenet {
@@ -44,16 +44,18 @@ struct Window2d {
   int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
 };
 
+// A batch of samples of one shape; the shape is referenced, not copied (the
+// caller's Shape outlives the call), so passing views allocates nothing.
 struct TensorView {
   const float* data;
   int64_t batch;
-  Shape shape;
+  const Shape& shape;
 };
 
 struct MutableTensorView {
   float* data;
   int64_t batch;
-  Shape shape;
+  const Shape& shape;
 };
 
 class ThreadPool;  // opaque: the engine's fork-join pool
@@ -137,7 +139,7 @@ class WeightedLayer : public Layer {
   // both backends (a measurement run may do a representative part of the work).
   // Choices are shared process-wide between layers of equal signature (see
   // mix_signature), per key and thread count.
-  void run_chosen(int64_t key, size_t workers, const std::function<void(Backend, bool)>& run) const;
+  void run_chosen(int64_t key, size_t workers, FunctionRef<void(Backend, bool)> run) const;
   // Adds a value that distinguishes this layer's cost (geometry) to its signature.
   void mix_signature(int64_t value);
 
