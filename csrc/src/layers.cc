@@ -666,10 +666,11 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   // (see above) or, when there are fewer blocks than twice the workers (small
   // maps: VGG's 14x14 layers are one block), in at least that many chunks of
   // at least 8.
-  const size_t chunks = std::max(
+  // A multiple of the workers, so that equal tasks keep them all busy to the end.
+  size_t chunks = std::max(
       (out_channels + group_rows - 1) / group_rows,
-      std::min((2 * workers + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks),
-               std::max<size_t>(1, out_channels / 8)));
+      (2 * workers + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks));
+  chunks = std::min((chunks + workers - 1) / workers * workers, std::max<size_t>(1, out_channels / 8));
   // Padding in parallel only when the image is large (VGG's 224x224 maps):
   // another fork-join costs more than copying a small one.
   const size_t pad_tasks = padded_size >= kParallelPadFloats ? std::min(workers, static_cast<size_t>(channels)) : 1;
