@@ -389,20 +389,21 @@ def test_avx2_matches_scalar_on_column_windows(rng, n):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("cols,density", [(1100, 0.3), (4096, 0.1), (20000, 0.004), (70000, 0.01)])
+@pytest.mark.parametrize("cols,density,rows", [(1100, 0.3, 96), (4096, 0.1, 96), (20000, 0.004, 96),
+                                               (70000, 0.01, 24), (1500, 0.05, 1100)])
 @pytest.mark.parametrize("n", [2, 17, 64, 130])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_wide_linear_runs_panel_by_panel_exactly_as_numpy(rng, monkeypatch, restore_threads, isa, cols,
-                                                          density, n, threads):
+                                                          density, rows, n, threads):
     """Layers whose X does not fit in cache go panel by panel (WeightedLayer's
-    column panels): every panel boundary, the empty panels of very sparse rows,
-    the 16- and 32-bit indices (70,000 columns) and the bias + ReLU on the last
-    panel must give the plain product."""
+    column panels), in blocks of rows: every panel boundary, the empty panels of
+    very sparse rows, the 16- and 32-bit indices (70,000 columns), several row
+    blocks (1,100 rows) and the bias + ReLU on the last panel must give the
+    plain product."""
     import sparsenet
 
     monkeypatch.setenv("SPARSENET_ISA", isa)
     sparsenet.set_num_threads(threads)
-    rows = 24 if cols > 65536 else 96
     dense = sparse_dense_array((rows, cols), density, rng)
     dense[5] = 0
     bias = rng.standard_normal(rows).astype(np.float32)

@@ -297,9 +297,11 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
           const uint32_t* begin = panel_starts_.data() + p * static_cast<size_t>(rows_);
           const uint32_t* end = begin + rows_;
           if (sparse_.narrow_indices())
-            k.csrmm_u16({begin, sparse_.col16().data(), v, end, true}, x, ldx, pe, r0, r1, c0, c1, y, ldy);
+            k.csrmm_u16({begin, sparse_.col16().data(), v, end, true}, x, ldx, pe, r0, r1, c0, c1,
+                        y, ldy);
           else
-            k.csrmm_u32({begin, sparse_.col32().data(), v, end, true}, x, ldx, pe, r0, r1, c0, c1, y, ldy);
+            k.csrmm_u32({begin, sparse_.col32().data(), v, end, true}, x, ldx, pe, r0, r1, c0, c1,
+                        y, ldy);
         }
       }
     }
@@ -551,14 +553,16 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
     const int64_t j = col % kernel_w_;
     plan->offsets[k] = static_cast<uint32_t>(c * plane + i * padded_w + j);
   }
-  // Input bytes one tile reads per channel: kernel_h runs of tile + kernel_w - 1
-  // floats, or one span when the tile wraps a padded row.
+  // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
+  // (+ 16: a run rarely starts on a cache line), or one span when the tile
+  // wraps a padded row.
   const int64_t tile = static_cast<int64_t>(kDirectTile);
   const int64_t span = std::min((kernel_h_ - 1) * padded_w + tile + kernel_w_ - 1,
                                 kernel_h_ * (tile + kernel_w_ - 1 + 16));
   const int64_t fit = std::max<int64_t>(1, kDirectPanelBytes / (4 * span));
   const size_t panels = static_cast<size_t>((in_channels_ + fit - 1) / fit);
-  const int64_t per_panel = (in_channels_ + static_cast<int64_t>(panels) - 1) / static_cast<int64_t>(panels);
+  const int64_t per_panel = (in_channels_ + static_cast<int64_t>(panels) - 1) /
+                            static_cast<int64_t>(panels);  // balanced panels
   const size_t rows = static_cast<size_t>(this->rows());
   plan->tile = kDirectTile;
   plan->panels = panels;
@@ -634,8 +638,10 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   };
   // Output channels in groups whose nonzeros (value and offset, 8 bytes each)
   // take about kDirectGroupBytes, each group tile by tile over the block.
-  const double row_bytes = 8.0 * static_cast<double>(nnz()) / static_cast<double>(std::max<size_t>(1, out_channels));
-  const size_t group_rows = std::max<size_t>(8, static_cast<size_t>(kDirectGroupBytes / std::max(1.0, row_bytes)));
+  const double row_bytes =
+      8.0 * static_cast<double>(nnz()) / static_cast<double>(std::max<size_t>(1, out_channels));
+  const size_t group_rows =
+      std::max<size_t>(8, static_cast<size_t>(kDirectGroupBytes / std::max(1.0, row_bytes)));
   const auto all_rows = [&](const float* padded, float* out_image, int64_t b, float* tile) {
     for (size_t r0 = 0; r0 < out_channels; r0 += group_rows)
       block(padded, out_image, b, tile, r0, std::min(out_channels, r0 + group_rows));
@@ -644,7 +650,8 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   const size_t batch = static_cast<size_t>(in.batch);
   const size_t workers = ctx.num_workers;
   const double work = static_cast<double>(nnz()) * static_cast<double>(out_plane);
-  if (ctx.pool == nullptr || workers <= 1 || work * static_cast<double>(batch) < kMinParallelDirectWork) {
+  if (ctx.pool == nullptr || workers <= 1 ||
+      work * static_cast<double>(batch) < kMinParallelDirectWork) {
     for (size_t image = 0; image < batch; ++image) {
       pad_image(in.data + image * in_stride, ctx.scratch);
       for (int64_t b = 0; b < blocks; ++b)
@@ -661,24 +668,26 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
     });
     return;
   }
-  // Few images: one padded copy (worker 0's scratch, filled by all workers), its
-  // row blocks spread over the workers, each block's output channels in groups
-  // (see above) or, when there are fewer blocks than twice the workers (small
-  // maps: VGG's 14x14 layers are one block), in at least that many chunks of
-  // at least 8.
-  // A multiple of the workers, so that equal tasks keep them all busy to the end.
+  // Few images: one padded copy (worker 0's scratch), its row blocks spread over
+  // the workers, each block's output channels in chunks: the groups above, or
+  // more when there are fewer blocks than twice the workers (small maps: VGG's
+  // 14x14 layers are one block); a multiple of the workers, so that equal tasks
+  // keep them all busy to the end, and at least 8 channels each.
   size_t chunks = std::max(
       (out_channels + group_rows - 1) / group_rows,
       (2 * workers + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks));
-  chunks = std::min((chunks + workers - 1) / workers * workers, std::max<size_t>(1, out_channels / 8));
+  chunks = std::min((chunks + workers - 1) / workers * workers,
+                    std::max<size_t>(1, out_channels / 8));
   // Padding in parallel only when the image is large (VGG's 224x224 maps):
   // another fork-join costs more than copying a small one.
-  const size_t pad_tasks = padded_size >= kParallelPadFloats ? std::min(workers, static_cast<size_t>(channels)) : 1;
+  const int64_t pad_tasks = padded_size >= kParallelPadFloats
+                                ? static_cast<int64_t>(std::min<size_t>(workers, channels))
+                                : 1;
   for (size_t image = 0; image < batch; ++image) {
     const float* src = in.data + image * in_stride;
-    ctx.pool->parallel_for(pad_tasks, [&](size_t t, size_t) {
-      pad_channels(src, ctx.scratch, static_cast<int64_t>(t) * channels / static_cast<int64_t>(pad_tasks),
-                   static_cast<int64_t>(t + 1) * channels / static_cast<int64_t>(pad_tasks));
+    ctx.pool->parallel_for(static_cast<size_t>(pad_tasks), [&](size_t t, size_t) {
+      const int64_t task = static_cast<int64_t>(t);
+      pad_channels(src, ctx.scratch, task * channels / pad_tasks, (task + 1) * channels / pad_tasks);
     });
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(static_cast<size_t>(blocks) * chunks, [&](size_t task, size_t worker) {

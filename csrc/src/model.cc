@@ -134,7 +134,8 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
   {
     std::lock_guard<std::mutex> lock(workspaces_->mutex);
     const auto& last = workspaces_->plan;
-    if (last && last->batch == batch && last->workers == workers && last->input == input) plan = last;
+    if (last && last->batch == batch && last->workers == workers && last->input == input)
+      plan = last;
   }
   if (!plan) {
     auto fresh = std::make_shared<Workspaces::Plan>();
@@ -145,16 +146,18 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
     if (batch == 0) return;
     fresh->shapes.push_back(input);
     fresh->max_elements = 0;
-    for (const Step& step : steps_) fresh->shapes.push_back(step.layer->output_shape(fresh->shapes.back()));
+    for (const Step& step : steps_)
+      fresh->shapes.push_back(step.layer->output_shape(fresh->shapes.back()));
     for (const Shape& s : fresh->shapes) {
       const int64_t n = checked_numel(s, "activation");
-      if (n > kMaxElements / batch) throw ShapeError("batch too large for activation " + shape_to_string(s));
+      if (n > kMaxElements / batch)
+        throw ShapeError("batch too large for activation " + shape_to_string(s));
       fresh->max_elements = std::max(fresh->max_elements, static_cast<size_t>(n * batch));
     }
     fresh->scratch_per_worker = 0;
     for (size_t i = 0; i < steps_.size(); ++i)
-      fresh->scratch_per_worker =
-          std::max(fresh->scratch_per_worker, steps_[i].layer->scratch_floats(fresh->shapes[i], batch));
+      fresh->scratch_per_worker = std::max(
+          fresh->scratch_per_worker, steps_[i].layer->scratch_floats(fresh->shapes[i], batch));
     plan = fresh;
     std::lock_guard<std::mutex> lock(workspaces_->mutex);
     workspaces_->plan = plan;

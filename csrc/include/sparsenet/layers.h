@@ -210,8 +210,10 @@ class Linear : public WeightedLayer {
 // Dense: per image, W times the im2col patch matrix (sgemm). Sparse, stride 1:
 // direct sparse convolution (Park et al., ICLR 2017) -- each nonzero's column
 // becomes an offset into the zero-padded input, so an output row is a sum of
-// weights times contiguous input runs, with no im2col lowering. Sparse, other
-// strides: im2col then CSR SpMM.
+// weights times contiguous input runs, with no im2col lowering; computed in
+// 64-column tiles for all output channels of a group (so a tile's input is
+// reused from L1), over panels of input channels. Sparse, other strides:
+// im2col then CSR SpMM.
 class Conv2d : public WeightedLayer {
  public:
   Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,

@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   for (int64_t d : input) in_size *= d;
   for (int64_t d : model.output_shape(input)) out_size *= d;
   std::vector<float> x(static_cast<size_t>(in_size)), y(static_cast<size_t>(out_size));
-  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.0f;
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = static_cast<float>((i * 2654435761u) % 1000) / 1000.0f;
   // Warm-up: buffers are planned, auto layers measure, direct-convolution plans are built.
   for (int i = 0; i < 3; ++i) model.forward(x.data(), batch, input, y.data());
   const long before = g_allocations.load();
