@@ -223,7 +223,9 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
     }
   }
   // Best of runs in alternating order (sparse, dense, dense, sparse, ...), so
-  // that first-touch and cache effects fall on both; three rounds when cheap.
+  // that first-touch and cache effects fall on both; a third round unless the
+  // first two were costly and one backend was clearly (1.5x) faster: on a
+  // shared machine one slow run can otherwise decide a close call.
   double sparse_time = 1e300, dense_time = 1e300;
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < 2; ++i) {
@@ -233,7 +235,8 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
       double& best = backend == Backend::kSparse ? sparse_time : dense_time;
       best = std::min(best, seconds_since(start));
     }
-    if (round >= 1 && sparse_time + dense_time > 0.02) break;
+    const bool clear = std::max(sparse_time, dense_time) > 1.5 * std::min(sparse_time, dense_time);
+    if (round >= 1 && sparse_time + dense_time > 0.02 && clear) break;
   }
   Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
   {
