@@ -142,6 +142,27 @@ constexpr size_t kPanelRowBlock = 512;
 constexpr uint64_t kPrefetchMinXBytes = 256 * 1024;
 }  // namespace
 
+namespace {
+// Where each row's nonzeros enter column panels of `width` columns: entry
+// [p * rows + r] is row r's first nonzero at or after column p * width, for
+// p in [0, panels); entry [panels * rows + r] is the row's end.
+std::vector<uint32_t> column_panel_starts(const CsrMatrix& w, int64_t width, size_t panels) {
+  const size_t rows = static_cast<size_t>(w.rows());
+  std::vector<uint32_t> starts((panels + 1) * rows);
+  const auto& rp = w.row_ptr();
+  for (size_t r = 0; r < rows; ++r) {
+    uint32_t k = rp[r];
+    for (size_t p = 0; p < panels; ++p) {
+      const int64_t first = static_cast<int64_t>(p) * width;
+      while (k < rp[r + 1] && (w.narrow_indices() ? w.col16()[k] : w.col32()[k]) < first) ++k;
+      starts[p * rows + r] = k;
+    }
+    starts[panels * rows + r] = rp[r + 1];
+  }
+  return starts;
+}
+}  // namespace
+
 void WeightedLayer::build_column_panels() {
   const double density = sparse_.density();
   if (rows_ == 0 || density <= 0.0) return;
@@ -151,19 +172,7 @@ void WeightedLayer::build_column_panels() {
     return;
   panel_width_ = width;
   panels_ = static_cast<size_t>((cols_ + width - 1) / width);
-  panel_starts_.assign((panels_ + 1) * static_cast<size_t>(rows_), 0);
-  const auto& rp = sparse_.row_ptr();
-  for (int64_t r = 0; r < rows_; ++r) {
-    uint32_t k = rp[r];
-    for (size_t p = 0; p < panels_; ++p) {
-      const int64_t first_col = static_cast<int64_t>(p) * width;
-      while (k < rp[r + 1] &&
-             (sparse_.narrow_indices() ? sparse_.col16()[k] : sparse_.col32()[k]) < first_col)
-        ++k;
-      panel_starts_[p * rows_ + r] = k;
-    }
-    panel_starts_[panels_ * rows_ + r] = rp[r + 1];
-  }
+  panel_starts_ = column_panel_starts(sparse_, width, panels_);
 }
 
 std::vector<std::pair<int64_t, Backend>> WeightedLayer::choices() const {
@@ -540,8 +549,8 @@ constexpr size_t kParallelPadFloats = 256 * 1024;
 }  // namespace
 
 std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, int64_t width) const {
-  std::lock_guard<std::mutex> lock(offsets_mutex_);
-  if (plan_ && offsets_height_ == height && offsets_width_ == width) return plan_;
+  std::lock_guard<std::mutex> lock(plan_mutex_);
+  if (plan_ && plan_height_ == height && plan_width_ == width) return plan_;
   const int64_t padded_w = width + 2 * pad_w_;
   const int64_t plane = (height + 2 * pad_h_) * padded_w;
   if (in_channels_ * plane + kernel_w_ >= (int64_t{1} << 32))
@@ -566,23 +575,10 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const size_t panels = static_cast<size_t>((in_channels_ + fit - 1) / fit);
   const int64_t per_panel = (in_channels_ + static_cast<int64_t>(panels) - 1) /
                             static_cast<int64_t>(panels);  // balanced panels
-  const size_t rows = static_cast<size_t>(this->rows());
-  plan->tile = kDirectTile;
   plan->panels = panels;
-  plan->starts.resize((panels + 1) * rows);
-  const auto& rp = w.row_ptr();
-  const int64_t panel_cols = per_panel * kernel_h_ * kernel_w_;
-  for (size_t r = 0; r < rows; ++r) {
-    uint32_t k = rp[r];
-    for (size_t p = 0; p < panels; ++p) {
-      const int64_t first = static_cast<int64_t>(p) * panel_cols;
-      while (k < rp[r + 1] && (w.narrow_indices() ? w.col16()[k] : w.col32()[k]) < first) ++k;
-      plan->starts[p * rows + r] = k;
-    }
-    plan->starts[panels * rows + r] = rp[r + 1];
-  }
-  offsets_height_ = height;
-  offsets_width_ = width;
+  plan->starts = column_panel_starts(w, per_panel * kernel_h_ * kernel_w_, panels);
+  plan_height_ = height;
+  plan_width_ = width;
   plan_ = plan;
   return plan_;
 }
@@ -623,8 +619,8 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
     const int64_t y0 = index * block_rows, y1 = std::min(out_h, y0 + block_rows);
     const size_t n = static_cast<size_t>((y1 - y0) * padded_w);
     const float* x = padded + y0 * padded_w;
-    for (size_t c0 = 0; c0 < n; c0 += plan->tile) {
-      const size_t c1 = std::min(n, c0 + plan->tile);
+    for (size_t c0 = 0; c0 < n; c0 += kDirectTile) {
+      const size_t c1 = std::min(n, c0 + kDirectTile);
       for (size_t p = 0; p < panels; ++p) {
         const uint32_t* starts = plan->starts.data() + p * out_channels;
         sparse_offsets_tile(plan->offsets.data(), starts, starts + out_channels, x, r0, r1, c0,

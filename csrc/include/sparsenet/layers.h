@@ -237,7 +237,6 @@ class Conv2d : public WeightedLayer {
   // into panels of input channels (see DirectPlan in layers.cc). Cached per size.
   struct DirectPlan {
     std::vector<uint32_t> offsets;  // nnz
-    size_t tile = 0;                // output columns per tile
     size_t panels = 0;              // channel panels
     // starts[p * rows + r]: row r's first nonzero in panel p; p == panels: the row's end.
     std::vector<uint32_t> starts;
@@ -247,8 +246,8 @@ class Conv2d : public WeightedLayer {
                       const ForwardContext& ctx) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
-  mutable std::mutex offsets_mutex_;
-  mutable int64_t offsets_height_ = -1, offsets_width_ = -1;
+  mutable std::mutex plan_mutex_;
+  mutable int64_t plan_height_ = -1, plan_width_ = -1;
   mutable std::shared_ptr<const DirectPlan> plan_;
 };
 
