@@ -11,6 +11,10 @@ pytest-benchmark JSON into ``--out``; ``bench/report.py`` turns them into
     PYTHONPATH=python python bench/run_peers.py --threads 1,2 -k "fc-4096x4096-d10-" --out bench-results
     PYTHONPATH=python python bench/report.py bench-results/*.json
 
+With ``--rounds N`` the whole list of (engine, threads) runs N times, one round
+after the other, so that every engine meets the host's slow and fast phases
+alike; ``report.py`` keeps each cell's fastest per-run median.
+
 The "sparsenet" engine is the suite's own cases (sparse and dense backends, and
 "auto" in the sweep); scipy.sparse is single-threaded and runs at 1 thread only.
 Runs are sequential; the processes never overlap.
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling", action="store_true", help="include the --scaling cases")
     parser.add_argument("--large-batches", action="store_true", help="include the --large-batches cases")
     parser.add_argument("--max-time", type=float, default=None, help="--benchmark-max-time per case (seconds)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every (engine, threads) pair this many times, the rounds one after the other "
+                             "(default: %(default)s)")
     parser.add_argument("--out", default="bench-results", help="directory for the JSON files (default: %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
@@ -71,13 +78,16 @@ def main(argv: list[str] | None = None) -> int:
                 elif engine not in engines:
                     engines.append(engine)
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     runs = []
-    for engine in engines:
-        for n in ([1] if engine in SINGLE_THREADED else threads):
-            runs.append((engine, n))
+    for round_ in range(1, args.rounds + 1):
+        for engine in engines:
+            for n in ([1] if engine in SINGLE_THREADED else threads):
+                runs.append((engine, n, round_))
 
     env_base = dict(os.environ)
     # Every child imports the sparsenet this runner imports (the dev tree with
@@ -92,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
 
     failures = 0
     summary = []
-    for engine, n in runs:
-        json_path = out / f"{engine}-t{n}.json"
+    for engine, n, round_ in runs:
+        suffix = f"-r{round_}" if args.rounds > 1 else ""
+        json_path = out / f"{engine}-t{n}{suffix}.json"
         marker = "not peer" if engine == "sparsenet" else "peer"
         if args.marker:
             marker = f"({marker}) and ({args.marker})"
@@ -118,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         # The pools' sizes at start-up too, not only what set_num_threads changes later.
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SPARSENET_NUM_THREADS"):
             env[var] = str(n)
-        print(f"== {engine}, {n} thread(s): {shlex.join(command)}", flush=True)
+        label = f"{engine}, {n} thread(s)" + (f", round {round_}/{args.rounds}" if args.rounds > 1 else "")
+        print(f"== {label}: {shlex.join(command)}", flush=True)
         if args.dry_run:
             continue
         start = time.monotonic()
@@ -127,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         # pytest exit 5 = nothing selected (e.g. a peer that runs no case of the filter)
         ok = result.returncode in (0, 5)
         failures += not ok
-        summary.append({"engine": engine, "threads": n, "json": str(json_path), "returncode": result.returncode,
-                        "seconds": round(elapsed, 1)})
-        print(f"== {engine}, {n} thread(s): exit {result.returncode} in {elapsed:.0f} s", flush=True)
+        summary.append({"engine": engine, "threads": n, "round": round_, "json": str(json_path),
+                        "returncode": result.returncode, "seconds": round(elapsed, 1)})
+        print(f"== {label}: exit {result.returncode} in {elapsed:.0f} s", flush=True)
     if not args.dry_run:
         (out / "runs.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 1 if failures else 0
