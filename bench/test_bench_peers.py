@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-import sparsenet
 import benchlib
 import peers
 
 pytestmark = pytest.mark.peer
-
-NETWORKS = (("lenet5", (1, 64), ()), ("mnist_cnn", (1, 64), ()), ("vgg16", (1,), (64,)))
-
 
 def _layer_params(cases, batches, large_batches=(), scaling_batches=()) -> list:
     params = []
@@ -43,12 +39,12 @@ def _fc_params() -> list:
 
 def _model_params() -> list:
     params = []
-    for arch, batches, large in NETWORKS:
-        for batch in (*batches, *large):
-            marks = [pytest.mark.large] if batch in large else []
+    for net in benchlib.NETWORKS:
+        for batch in (*net.batches, *net.large_batches):
+            marks = [pytest.mark.large] if batch in net.large_batches else []
             for engine in peers.ENGINES:
                 if peers.runs(engine, "model"):
-                    params.append(pytest.param(arch, batch, engine, id=f"e2e-{arch}-b{batch}-{engine}", marks=marks))
+                    params.append(pytest.param(net, batch, engine, id=net.case_id(batch, engine), marks=marks))
     return params
 
 
@@ -97,16 +93,15 @@ def test_peer_conv(benchmark, request, model_cache, case, batch, engine):
 
 
 @pytest.mark.end_to_end
-@pytest.mark.parametrize("arch, batch, engine", _model_params())
-def test_peer_end_to_end(benchmark, request, model_cache, arch, batch, engine):
+@pytest.mark.parametrize("net, batch, engine", _model_params())
+def test_peer_end_to_end(benchmark, request, model_cache, net, batch, engine):
     _skip_missing(engine)
     # The sparsenet model (same seed as test_bench_end_to_end, hence the same
     # weights) is the reference for the accounting; the peer is built from it.
-    reference = model_cache.get(("e2e", arch), "sparse", lambda: None,
-                                lambda _, b: getattr(sparsenet.models, arch)(backend="sparse"))
-    runner = model_cache.get(("e2e", arch), engine, lambda: None,
+    reference = model_cache.get(("e2e", net.name), "sparse", lambda: None, lambda _, b: net.build("sparse"))
+    runner = model_cache.get(("e2e", net.name), engine, lambda: None,
                              lambda _, e: _peer(e, peers.ops_of(reference), reference.input_shape, request.config))
     benchlib.run_peer_case(benchmark, request.config, runner, reference,
                            benchlib.make_input(reference.input_shape, batch),
-                           group=f"e2e {arch} b{batch}", engine=engine,
-                           info={"kind": "model", "case": f"e2e {arch}", "arch": arch})
+                           group=net.group(batch), engine=engine,
+                           info={"kind": "model", "case": f"e2e {net.name}", "arch": net.arch})
