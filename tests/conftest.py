@@ -48,6 +48,18 @@ def no_isa_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPARSENET_ISA", raising=False)
 
 
+def pin_dense_direct(model: sparsenet.Model) -> int:
+    """Pin every convolution of an auto model that can run dense direct
+    convolution (auto's third choice) to it; returns how many were pinned."""
+    pinned = 0
+    for layer in model.layers:
+        core = getattr(layer, "_core", None)
+        if isinstance(layer, sparsenet.Conv2d) and core is not None and core._can_run("dense-direct"):
+            core._pin_choice("dense-direct")
+            pinned += 1
+    return pinned
+
+
 # ------------------------------------------------------------- comparisons
 def assert_close(actual: np.ndarray, reference: np.ndarray, rtol: float = 1e-4) -> None:
     """Agreement to ``rtol`` relative, with atol = rtol * max|reference|."""

@@ -411,3 +411,67 @@ def test_wide_linear_runs_panel_by_panel_exactly_as_numpy(rng, monkeypatch, rest
     x = rng.standard_normal((n, cols)).astype(np.float32)
     expected = np.maximum(x.astype(np.float64) @ dense.T.astype(np.float64) + bias, 0.0)
     check(model(x), expected)
+
+
+# ------------------------------------------------------ dense direct convolution
+def conv_dense_reference(w, offsets, x, n, bias=None, relu=False, row0=0):
+    """y[r, j] = sum_i w[r, i] * x[offsets[i] + j], then bias[row0 + r] and ReLU, in float64."""
+    gathered = np.stack([x[offsets.astype(np.int64) + j] for j in range(n)], axis=1).astype(np.float64)
+    y = w.astype(np.float64) @ gathered
+    if bias is not None:
+        y += bias[row0:row0 + w.shape[0], None]
+    return np.maximum(y, 0.0) if relu else y
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m", [1, 4, 6])
+@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 15, 16])
+@pytest.mark.parametrize("k", [1, 5, 27])
+@pytest.mark.parametrize("epilogue", [{}, {"relu": True}, {"bias": True, "relu": True, "row0": 4}])
+def test_conv_dense_matches_numpy(rng, isa, m, n, k, epilogue):
+    w = rng.standard_normal((m, k)).astype(np.float32)
+    x = rng.standard_normal(200).astype(np.float32)
+    offsets = rng.integers(0, 200 - 16, size=k).astype(np.uint32)
+    bias = rng.standard_normal(10).astype(np.float32) if epilogue.get("bias") else None
+    relu, row0 = epilogue.get("relu", False), epilogue.get("row0", 0)
+    y = _core._raw_conv_dense_kernel(isa, w, offsets, x, n, bias=bias, relu=relu, row0=row0)
+    check(y, conv_dense_reference(w, offsets, x, n, bias, relu, row0))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_conv_dense_drops_the_lanes_past_n(rng, isa):
+    """Lanes past n read NaN and Inf from x and never reach y (the caller's tail)."""
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    x = rng.standard_normal(40).astype(np.float32)
+    offsets = np.array([0, 1, 2, 3], np.uint32)
+    x[5:] = np.nan
+    x[9] = np.inf
+    y = _core._raw_conv_dense_kernel(isa, w, offsets, x, 2)
+    check(y, conv_dense_reference(w, offsets, x, 2))
+
+
+@needs_avx2
+@pytest.mark.parametrize("n", [5, 16])
+def test_conv_dense_avx2_matches_scalar(rng, n):
+    w = rng.standard_normal((6, 300)).astype(np.float32)
+    x = rng.standard_normal(2000).astype(np.float32)
+    offsets = rng.integers(0, 2000 - 16, size=300).astype(np.uint32)
+    bias = rng.standard_normal(6).astype(np.float32)
+    a = _core._raw_conv_dense_kernel("avx2", w, offsets, x, n, bias=bias, relu=True)
+    b = _core._raw_conv_dense_kernel("scalar", w, offsets, x, n, bias=bias, relu=True)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_bad_conv_dense_arguments(rng):
+    w = np.ones((6, 3), np.float32)
+    x = np.ones(20, np.float32)
+    with pytest.raises(ShapeError, match="w must be"):
+        _core._raw_conv_dense_kernel("scalar", np.ones((7, 3), np.float32), np.zeros(3, np.uint32), x, 4)
+    with pytest.raises(ShapeError, match="row0 must be"):
+        _core._raw_conv_dense_kernel("scalar", w, np.zeros(3, np.uint32), x, 4, bias=np.ones(6, np.float32), row0=-1)
+    with pytest.raises(ShapeError, match="offsets must be"):
+        _core._raw_conv_dense_kernel("scalar", w, np.zeros(4, np.uint32), x, 4)
+    with pytest.raises(ShapeError, match="n must be"):
+        _core._raw_conv_dense_kernel("scalar", w, np.zeros(3, np.uint32), x, 17)
+    with pytest.raises(ShapeError, match="x must hold"):
+        _core._raw_conv_dense_kernel("scalar", w, np.array([0, 1, 5], np.uint32), x, 4)

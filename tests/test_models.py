@@ -16,7 +16,8 @@ from sparsenet import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Mo
 
 from conftest import (ARCH_SHAPES, BACKENDS, HAS_AVX2, INPUT_SHAPES, ISAS, SMALL_CONV_INPUT, arch_reference,
                       assert_close, input_batch, needs_avx2, ref_conv2d, ref_linear, ref_pool2d, ref_relu,
-                      ref_softmax, reference_forward, small_conv_model_layers, sparse_dense_array, weighted_names)
+                      pin_dense_direct, ref_softmax, reference_forward, small_conv_model_layers,
+                      sparse_dense_array, weighted_names)
 
 BATCHES = [1, 3, 17]
 
@@ -87,7 +88,7 @@ def test_backend_assignment(arch):
     for i, layer in enumerate(layers):
         if i % 2 == 0:  # one measured choice per input size: batch 1 and batch 3 for Linear, one map size for Conv2d
             expected_keys = {1, 3} if isinstance(layer, Linear) else 2
-            assert set(layer.choices.values()) <= {"sparse", "dense"}
+            assert set(layer.choices.values()) <= {"sparse", "dense", "dense-direct"}
             assert (set(layer.choices) == expected_keys if isinstance(layer, Linear)
                     else len(layer.choices) == expected_keys), (layer.name, layer.choices)
         else:
@@ -244,6 +245,84 @@ def test_conv_with_changing_input_sizes(rng, backend):
         x = rng.standard_normal(shape).astype(np.float32)
         hidden = ref_relu(ref_conv2d(x, weight, bias, 1, 1))
         assert_close(model(x), ref_conv2d(hidden, second, None, 1, 0))
+
+
+# ------------------------------------------ dense direct convolution (auto only)
+@pytest.mark.parametrize("out_channels", [1, 5, 6, 13, 64])
+@pytest.mark.parametrize("conv", [
+    dict(kernel=(3, 3), padding=1, size=(9, 5)),
+    dict(kernel=(5, 5), padding=2, size=(14, 14)),    # mnist_cnn's conv2 geometry
+    dict(kernel=(2, 4), padding=0, size=(6, 37)),     # 34 output columns: 16 + 16 + 2
+    dict(kernel=(1, 3), padding=(0, 1), size=(3, 16)),
+    dict(kernel=(3, 3), padding=1, size=(4, 1)),      # one output column
+])
+def test_dense_direct_convolution_matches_reference(rng, restore_threads, out_channels, conv):
+    """Auto's third choice, pinned: tiles of 6 channels (the last one smaller when
+    out_channels is no multiple of 6) x 16 columns (masked tails), fused bias and
+    ReLU, at 1 to 3 threads and batches below and above the thread count."""
+    weight = sparse_dense_array((out_channels, 5, *conv["kernel"]), 0.6, rng)
+    bias = rng.standard_normal(out_channels).astype(np.float32)
+    model = Model([Conv2d(weight, bias, padding=conv["padding"]), ReLU()], backend="auto")
+    assert pin_dense_direct(model) == 1
+    for threads in (1, 2, 3):
+        sparsenet.set_num_threads(threads)
+        for batch in (1, 2, 5):
+            x = rng.standard_normal((batch, 5, *conv["size"])).astype(np.float32)
+            assert_close(model(x), ref_relu(ref_conv2d(x, weight, bias, 1, model.layers[0].padding)))
+    assert model.layers[0].choices == {}  # pinned: nothing measured
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dense_direct_convolution_on_wide_deep_and_changing_maps(rng, monkeypatch, restore_threads, isa):
+    """Both ISAs; a deep layer (weights in more than one channel group), large
+    maps (parallel padding), and input sizes that change between calls."""
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    deep = sparse_dense_array((40, 200, 3, 3), 0.5, rng)
+    wide = sparse_dense_array((12, 3, 3, 3), 0.9, rng)
+    model = Model([Conv2d(deep, None, padding=1)], backend="auto")
+    first = Model([Conv2d(wide, np.ones(12, np.float32), padding=1)], backend="auto")
+    monkeypatch.delenv("SPARSENET_ISA")
+    assert pin_dense_direct(model) == 1 and pin_dense_direct(first) == 1
+    assert model.layers[0]._core.isa == isa
+    for threads in (1, 2):
+        sparsenet.set_num_threads(threads)
+        x = rng.standard_normal((1, 200, 11, 19)).astype(np.float32)
+        assert_close(model(x), ref_conv2d(x, deep, None, 1, 1))
+        for shape in [(1, 3, 300, 301), (2, 3, 7, 40), (1, 3, 300, 301)]:
+            x = rng.standard_normal(shape).astype(np.float32)
+            assert_close(first(x), ref_conv2d(x, wide, np.ones(12, np.float32), 1, 1))
+
+
+def test_only_auto_stride_1_convolutions_run_dense_direct(rng):
+    weight = sparse_dense_array((6, 2, 3, 3), 0.8, rng)
+    can_run = lambda layer, backend: Model([layer], backend=backend).layers[0]._core._can_run("dense-direct")
+    assert can_run(Conv2d(weight, None, padding=1), "auto")
+    assert not can_run(Conv2d(weight, None, padding=1), "dense")
+    assert not can_run(Conv2d(weight, None, padding=1), "sparse")
+    assert not can_run(Conv2d(weight, None, stride=2), "auto")
+    assert not can_run(Conv2d(sparse_dense_array((6, 2, 1, 1), 0.8, rng), None), "auto")  # pointwise
+    assert not can_run(Conv2d(sparse_dense_array((6, 2, 3, 3), 0.05, rng), None), "auto")  # always sparse
+    linear = Model([Linear(sparse_dense_array((8, 8), 0.8, rng), None)], backend="auto").layers[0]._core
+    assert not linear._can_run("dense-direct") and linear._can_run("dense")
+    with pytest.raises(sparsenet.FormatError, match="cannot run 'dense-direct'"):
+        linear._pin_choice("dense-direct")
+    dense = Model([Conv2d(weight, None)], backend="dense").layers[0]._core
+    with pytest.raises(sparsenet.FormatError, match="only an auto layer can pin a choice; this one is dense"):
+        dense._pin_choice("dense")
+    with pytest.raises(sparsenet.FormatError, match="not one of: sparse, dense, dense-direct"):
+        dense._pin_choice("direct")
+
+
+def test_auto_measures_dense_direct_and_can_choose_it(rng, restore_threads):
+    """An unpruned mnist_cnn-like convolution: auto times all three choices once
+    per input size, and the result matches whichever it kept."""
+    sparsenet.set_num_threads(1)
+    weight = sparse_dense_array((64, 32, 5, 5), 1.0, rng)
+    model = Model([Conv2d(weight, None, padding=2)], backend="auto")
+    x = rng.standard_normal((4, 32, 14, 14)).astype(np.float32)
+    assert_close(model(x), ref_conv2d(x, weight, None, 1, 2))
+    (choice,) = model.layers[0].choices.values()
+    assert choice in {"sparse", "dense", "dense-direct"}
 
 
 @pytest.mark.parametrize("pool", [

@@ -127,6 +127,40 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   return y;
 }
 
+// Runs the dense direct convolution kernel once (tests only): w (m, k) row-major
+// with m in [1, 6], offsets (k,) into x, n output columns; x must hold
+// offsets.max() + 16 floats.
+FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
+                                 const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& offsets,
+                                 const FloatArray& x, int64_t n, const std::optional<FloatArray>& bias,
+                                 bool relu, int64_t row0) {
+  if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(0) > static_cast<int64_t>(kConvDenseRows))
+    throw ShapeError("w must be (m, k) with m in [1, 6]");
+  const int64_t rows = w.shape(0);
+  const int64_t k = w.shape(1);
+  if (offsets.ndim() != 1 || offsets.shape(0) != k) throw ShapeError("offsets must be (k,)");
+  if (n < 1 || n > static_cast<int64_t>(kConvDenseCols)) throw ShapeError("n must be in [1, 16]");
+  for (int64_t i = 0; i < k; ++i)
+    if (static_cast<int64_t>(offsets.data()[i]) + static_cast<int64_t>(kConvDenseCols) > x.size())
+      throw ShapeError("x must hold offsets[i] + 16 floats");
+  if (row0 < 0) throw ShapeError("row0 must be >= 0");
+  if (bias && bias->size() < row0 + rows) throw ShapeError("bias must cover rows row0 .. row0 + m - 1");
+  FloatArray y({rows, n});
+  const Epilogue ep{bias ? bias->data() : nullptr, relu};
+  kernel_table(parse_isa(isa)).conv_dense(w.data(), static_cast<size_t>(k), static_cast<size_t>(rows), offsets.data(),
+                                          static_cast<size_t>(k), x.data(), static_cast<size_t>(n),
+                                          ep, static_cast<size_t>(row0), y.mutable_data(),
+                                          static_cast<size_t>(n));
+  return y;
+}
+
+Choice parse_choice(const std::string& s) {
+  if (s == "sparse") return Choice::kSparse;
+  if (s == "dense") return Choice::kDense;
+  if (s == "dense-direct") return Choice::kDenseDirect;
+  throw FormatError("choice '" + s + "' is not one of: sparse, dense, dense-direct");
+}
+
 FloatArray model_forward(const Model& model, const FloatArray& x) {
   if (x.ndim() != 2 && x.ndim() != 4)
     throw ShapeError("input must be (N, C, H, W) or (N, F), got " + std::to_string(x.ndim()) +
@@ -256,10 +290,15 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("choices",
                              [](const WeightedLayer& l) {
                                py::dict out;
-                               for (const auto& kv : l.choices()) out[py::int_(kv.first)] = backend_name(kv.second);
+                               for (const auto& kv : l.choices()) out[py::int_(kv.first)] = choice_name(kv.second);
                                return out;
                              },
-                             "An auto layer's measured choices: input-size key -> 'sparse' or 'dense'.")
+                             "An auto layer's measured choices: input-size key -> 'sparse', 'dense' "
+                             "or (stride-1 convolutions) 'dense-direct'.")
+      .def("_pin_choice", [](WeightedLayer& l, const std::string& choice) { l.pin_choice(parse_choice(choice)); },
+           py::arg("choice"), "Run `choice` for every input size, measuring nothing (tests only).")
+      .def("_can_run", [](const WeightedLayer& l, const std::string& choice) { return l.can_run(parse_choice(choice)); },
+           py::arg("choice"))
       .def_property_readonly("nnz", &WeightedLayer::nnz)
       .def_property_readonly("rows", &WeightedLayer::rows)
       .def_property_readonly("cols", &WeightedLayer::cols);
@@ -357,6 +396,10 @@ PYBIND11_MODULE(_core, m) {
         "(rows, n) makes it accumulate; column_window (lo, hi) restricts it to those weight columns. "
         "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers). "
         "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead; the same result).");
+  m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("isa"), py::arg("w"),
+        py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
+        py::arg("relu") = false, py::arg("row0") = 0,
+        "Run the dense direct convolution register tile once (tests only).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
         "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
 

@@ -45,13 +45,29 @@ using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilog
                              size_t row_begin, size_t row_end, size_t col_begin,
                              size_t col_end, float* y, size_t ldy);
 
+// Dense direct convolution's register tile: up to kConvDenseRows output
+// channels x up to kConvDenseCols output columns. For r < m, j < n (m in
+// [1, kConvDenseRows], n in [1, kConvDenseCols]):
+//   y[r * ldy + j] = epilogue(sum_{i < k} w[r * ldw + i] * x[offsets[i] + j], row0 + r)
+// with w the rows of a dense row-major weight and offsets[i] the place of weight
+// column i in a padded input image, relative to the tile's first output column.
+// Reads x[offsets[i] + j] for every j < kConvDenseCols whatever n is: the caller
+// leaves that many floats readable past the last tile (their lanes are dropped).
+constexpr size_t kConvDenseRows = 6;
+constexpr size_t kConvDenseCols = 16;
+using ConvDenseKernel = void (*)(const float* w, size_t ldw, size_t m, const uint32_t* offsets,
+                                 size_t k, const float* x, size_t n, Epilogue ep, size_t row0,
+                                 float* y, size_t ldy);
+
 #define SPARSENET_DECLARE_CSR_KERNELS(isa)                                                    \
   void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmv_u32_##isa(CsrRef<uint32_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmm_u16_##isa(CsrRef<uint16_t>, const float*, size_t, Epilogue, size_t, size_t,  \
                            size_t, size_t, float*, size_t);                                   \
   void f32_csrmm_u32_##isa(CsrRef<uint32_t>, const float*, size_t, Epilogue, size_t, size_t,  \
-                           size_t, size_t, float*, size_t);
+                           size_t, size_t, float*, size_t);                                   \
+  void f32_conv_dense_##isa(const float*, size_t, size_t, const uint32_t*, size_t, const float*, \
+                            size_t, Epilogue, size_t, float*, size_t);
 
 SPARSENET_DECLARE_CSR_KERNELS(scalar)
 SPARSENET_DECLARE_CSR_KERNELS(avx2)
@@ -67,6 +83,7 @@ struct KernelTable {
   CsrmvKernel<uint16_t> csrmv_u16_l1;
   CsrmmKernel<uint16_t> csrmm_u16;
   CsrmmKernel<uint32_t> csrmm_u32;
+  ConvDenseKernel conv_dense;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

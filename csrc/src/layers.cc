@@ -67,6 +67,14 @@ const char* backend_name(Backend backend) {
   }
 }
 
+const char* choice_name(Choice choice) {
+  switch (choice) {
+    case Choice::kSparse: return "sparse";
+    case Choice::kDense: return "dense";
+    default: return "dense-direct";
+  }
+}
+
 std::string shape_to_string(const Shape& shape) {
   std::string s = "(";
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -175,9 +183,27 @@ void WeightedLayer::build_column_panels() {
   panel_starts_ = column_panel_starts(sparse_, width, panels_);
 }
 
-std::vector<std::pair<int64_t, Backend>> WeightedLayer::choices() const {
+std::vector<std::pair<int64_t, Choice>> WeightedLayer::choices() const {
   std::lock_guard<std::mutex> lock(choices_mutex_);
   return {choices_.begin(), choices_.end()};
+}
+
+bool WeightedLayer::can_run(Choice choice) const {
+  switch (choice) {
+    case Choice::kSparse: return backend_ != Backend::kDense;
+    case Choice::kDense: return backend_ != Backend::kSparse;
+    default: return false;
+  }
+}
+
+void WeightedLayer::pin_choice(Choice choice) {
+  if (backend_ != Backend::kAuto)
+    throw FormatError(describe((std::string("only an auto layer can pin a choice; this one is ") +
+                                backend_name(backend_)).c_str()));
+  if (!can_run(choice))
+    throw FormatError(describe((std::string("cannot run '") + choice_name(choice) + "'").c_str()));
+  std::lock_guard<std::mutex> lock(choices_mutex_);
+  pinned_ = choice;
 }
 
 namespace {
@@ -187,7 +213,7 @@ namespace {
 // does not measure again.
 struct SharedChoices {
   std::mutex mutex;
-  std::map<std::tuple<uint64_t, int64_t, size_t>, Backend> map;
+  std::map<std::tuple<uint64_t, int64_t, size_t>, Choice> map;
 };
 SharedChoices& shared_choices() {
   static SharedChoices* choices = new SharedChoices();  // never destroyed: used until exit
@@ -205,13 +231,18 @@ void WeightedLayer::mix_signature(int64_t value) {
 }
 
 void WeightedLayer::run_chosen(int64_t key, size_t workers,
-                               FunctionRef<void(Backend, bool)> run) const {
-  if (backend_ != Backend::kAuto) return run(backend_, false);
+                               FunctionRef<void(Choice, bool)> run) const {
+  if (backend_ != Backend::kAuto)
+    return run(backend_ == Backend::kSparse ? Choice::kSparse : Choice::kDense, false);
   {
     std::lock_guard<std::mutex> lock(choices_mutex_);
+    if (pinned_) {
+      const Choice chosen = *pinned_;
+      return run(chosen, false);
+    }
     const auto it = choices_.find(key);
     if (it != choices_.end()) {
-      const Backend chosen = it->second;
+      const Choice chosen = it->second;
       return run(chosen, false);
     }
   }
@@ -221,7 +252,7 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
     std::unique_lock<std::mutex> lock(shared.mutex);
     const auto it = shared.map.find(shared_key);
     if (it != shared.map.end()) {
-      const Backend chosen = it->second;
+      const Choice chosen = it->second;
       lock.unlock();
       {
         std::lock_guard<std::mutex> own(choices_mutex_);
@@ -231,23 +262,33 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
       return run(chosen, false);
     }
   }
-  // Best of runs in alternating order (sparse, dense, dense, sparse, ...), so
-  // that first-touch and cache effects fall on both; a third round unless the
-  // first two were costly and one backend was clearly (1.5x) faster: on a
-  // shared machine one slow run can otherwise decide a close call.
-  double sparse_time = 1e300, dense_time = 1e300;
-  for (int round = 0; round < 3; ++round) {
-    for (int i = 0; i < 2; ++i) {
-      const Backend backend = (round + i) % 2 == 0 ? Backend::kSparse : Backend::kDense;
+  // Best of runs in rotating order (sparse, dense[, direct], then starting one
+  // later each round), so that first-touch and cache effects fall on all; a
+  // third round unless the first two were costly and the fastest clearly (1.5x)
+  // ahead of the next: on a shared machine one slow run can otherwise decide a
+  // close call.
+  Choice candidates[3];
+  size_t count = 0;
+  for (Choice c : {Choice::kSparse, Choice::kDense, Choice::kDenseDirect})
+    if (can_run(c)) candidates[count++] = c;
+  double best[3] = {1e300, 1e300, 1e300};
+  size_t fastest = 0;
+  for (size_t round = 0; round < 3; ++round) {
+    double total = 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      const size_t c = (round + i) % count;
       const auto start = std::chrono::steady_clock::now();
-      run(backend, true);
-      double& best = backend == Backend::kSparse ? sparse_time : dense_time;
-      best = std::min(best, seconds_since(start));
+      run(candidates[c], true);
+      best[c] = std::min(best[c], seconds_since(start));
+      total += best[c];
     }
-    const bool clear = std::max(sparse_time, dense_time) > 1.5 * std::min(sparse_time, dense_time);
-    if (round >= 1 && sparse_time + dense_time > 0.02 && clear) break;
+    fastest = static_cast<size_t>(std::min_element(best, best + count) - best);
+    double runner_up = 1e300;
+    for (size_t c = 0; c < count; ++c)
+      if (c != fastest) runner_up = std::min(runner_up, best[c]);
+    if (round >= 1 && total > 0.02 && runner_up > 1.5 * best[fastest]) break;
   }
-  Backend chosen = sparse_time <= dense_time ? Backend::kSparse : Backend::kDense;
+  Choice chosen = candidates[fastest];
   {
     // Concurrent first calls may measure at once: all of them run what was stored first.
     std::lock_guard<std::mutex> lock(shared.mutex);
@@ -445,8 +486,10 @@ Shape Linear::output_shape(const Shape& input) const {
 void Linear::forward(const TensorView& in, const MutableTensorView& out,
                      const ForwardContext& ctx) const {
   const size_t n = static_cast<size_t>(in.batch);
-  run_chosen(batch_bucket(in.batch), ctx.num_workers,
-             [&](Backend backend, bool) { matmul(ctx, backend, in.data, n, n, out.data, n); });
+  run_chosen(batch_bucket(in.batch), ctx.num_workers, [&](Choice choice, bool) {
+    matmul(ctx, choice == Choice::kSparse ? Backend::kSparse : Backend::kDense, in.data, n, n,
+           out.data, n);
+  });
 }
 
 // --- Conv2d ----------------------------------------------------------------
@@ -510,6 +553,14 @@ constexpr int64_t kDirectBlockColumns = 512;
 int64_t direct_block_rows(int64_t out_h, int64_t padded_w) {
   return std::max<int64_t>(1, std::min<int64_t>(out_h, kDirectBlockColumns / padded_w));
 }
+
+// Floats of a zero-padded image (channels x padded_h x padded_w) plus the tail
+// that direct convolution's loads run over past the last plane: a sparse tile's
+// last run reaches kernel_w - 1 past it, a dense tile's 16-float loads up to 15.
+size_t padded_image_floats(int64_t channels, int64_t padded_h, int64_t padded_w, int64_t kernel_w) {
+  return static_cast<size_t>(channels * padded_h * padded_w +
+                             std::max<int64_t>(kernel_w, static_cast<int64_t>(kConvDenseCols)));
+}
 }  // namespace
 
 size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
@@ -519,8 +570,8 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
   if (direct_capable() && backend() != Backend::kDense) {
     // The padded image (+ the row tail the last loads run over) and one block of output rows.
     const int64_t padded_w = input[2] + 2 * pad_w_;
-    floats = static_cast<size_t>(input[0] * (input[1] + 2 * pad_h_) * padded_w + kernel_w_ +
-                                 rows() * direct_block_rows(out[1], padded_w) * padded_w);
+    floats = padded_image_floats(input[0], input[1] + 2 * pad_h_, padded_w, kernel_w_) +
+             static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w) * padded_w);
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // the im2col patch matrix
     floats = std::max(floats, static_cast<size_t>(cols()) * static_cast<size_t>(out[1] * out[2]));
@@ -553,7 +604,8 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   if (plan_ && plan_height_ == height && plan_width_ == width) return plan_;
   const int64_t padded_w = width + 2 * pad_w_;
   const int64_t plane = (height + 2 * pad_h_) * padded_w;
-  if (in_channels_ * plane + kernel_w_ >= (int64_t{1} << 32))
+  if (static_cast<uint64_t>(padded_image_floats(in_channels_, height + 2 * pad_h_, padded_w, kernel_w_)) >=
+      (uint64_t{1} << 32))
     throw ShapeError(describe("padded input too large for 32-bit offsets"));
   const CsrMatrix& w = sparse_weight();
   auto plan = std::make_shared<DirectPlan>();
@@ -577,10 +629,49 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
                             static_cast<int64_t>(panels);  // balanced panels
   plan->panels = panels;
   plan->starts = column_panel_starts(w, per_panel * kernel_h_ * kernel_w_, panels);
+  if (can_run(Choice::kDenseDirect)) {
+    plan->dense_offsets.resize(static_cast<size_t>(cols()));
+    for (int64_t col = 0; col < cols(); ++col) {
+      const int64_t c = col / (kernel_h_ * kernel_w_);
+      const int64_t i = (col / kernel_w_) % kernel_h_;
+      const int64_t j = col % kernel_w_;
+      plan->dense_offsets[static_cast<size_t>(col)] = static_cast<uint32_t>(c * plane + i * padded_w + j);
+    }
+  }
   plan_height_ = height;
   plan_width_ = width;
   plan_ = plan;
   return plan_;
+}
+
+void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int64_t width,
+                          int64_t c0, int64_t c1) const {
+  const int64_t channels = in_channels_;
+  const int64_t padded_h = height + 2 * pad_h_, padded_w = width + 2 * pad_w_;
+  const size_t padded_plane = static_cast<size_t>(padded_h * padded_w);
+  const size_t tail = c1 == channels ? padded_image_floats(channels, padded_h, padded_w, kernel_w_) -
+                                           static_cast<size_t>(channels) * padded_plane
+                                     : 0;
+  std::memset(padded + static_cast<size_t>(c0) * padded_plane, 0,
+              sizeof(float) * (static_cast<size_t>(c1 - c0) * padded_plane + tail));
+  for (int64_t c = c0; c < c1; ++c)
+    for (int64_t y = 0; y < height; ++y)
+      std::memcpy(padded + (c * padded_h + y + pad_h_) * padded_w + pad_w_,
+                  image + (c * height + y) * width, sizeof(float) * width);
+}
+
+void Conv2d::pad_image(const ForwardContext& ctx, const float* image, float* padded,
+                       int64_t height, int64_t width, bool all_workers) const {
+  // Padding in parallel only when the image is large (VGG's 224x224 maps):
+  // another fork-join costs more than copying a small one.
+  const size_t size = padded_image_floats(in_channels_, height + 2 * pad_h_, width + 2 * pad_w_, kernel_w_);
+  if (!all_workers || ctx.pool == nullptr || ctx.num_workers <= 1 || size < kParallelPadFloats)
+    return pad_channels(image, padded, height, width, 0, in_channels_);
+  const int64_t tasks = static_cast<int64_t>(std::min<size_t>(ctx.num_workers, static_cast<size_t>(in_channels_)));
+  ctx.pool->parallel_for(static_cast<size_t>(tasks), [&](size_t t, size_t) {
+    const int64_t task = static_cast<int64_t>(t);
+    pad_channels(image, padded, height, width, task * in_channels_ / tasks, (task + 1) * in_channels_ / tasks);
+  });
 }
 
 void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
@@ -591,22 +682,10 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   const size_t in_stride = static_cast<size_t>(channels * height * width);
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
   const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
-  const size_t padded_size = static_cast<size_t>(channels * padded_h * padded_w + kernel_w_);
+  const size_t padded_size = padded_image_floats(channels, padded_h, padded_w, kernel_w_);
   const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
-
-  // Channels [c0, c1) of the zero-padded image (the tail past the last plane with c1 == channels).
-  const size_t padded_plane = static_cast<size_t>(padded_h * padded_w);
-  const auto pad_channels = [&](const float* image, float* padded, int64_t c0, int64_t c1) {
-    const size_t tail = c1 == channels ? static_cast<size_t>(kernel_w_) : 0;
-    std::memset(padded + static_cast<size_t>(c0) * padded_plane, 0,
-                sizeof(float) * (static_cast<size_t>(c1 - c0) * padded_plane + tail));
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t y = 0; y < height; ++y)
-        std::memcpy(padded + (c * padded_h + y + pad_h_) * padded_w + pad_w_,
-                    image + (c * height + y) * width, sizeof(float) * width);
-  };
-  const auto pad_image = [&](const float* image, float* padded) {
-    pad_channels(image, padded, 0, channels);
+  const auto pad_one = [&](const float* image, float* padded) {
+    pad_image(ctx, image, padded, height, width, false);
   };
   const int64_t block_rows = direct_block_rows(out_h, padded_w);
   const int64_t blocks = (out_h + block_rows - 1) / block_rows;
@@ -652,7 +731,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   if (ctx.pool == nullptr || workers <= 1 ||
       work * static_cast<double>(batch) < kMinParallelDirectWork) {
     for (size_t image = 0; image < batch; ++image) {
-      pad_image(in.data + image * in_stride, ctx.scratch);
+      pad_one(in.data + image * in_stride, ctx.scratch);
       for (int64_t b = 0; b < blocks; ++b)
         all_rows(ctx.scratch, out.data + image * out_stride, b, tile_of(0));
     }
@@ -661,7 +740,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   if (batch >= workers) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
       float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
-      pad_image(in.data + image * in_stride, padded);
+      pad_one(in.data + image * in_stride, padded);
       for (int64_t b = 0; b < blocks; ++b)
         all_rows(padded, out.data + image * out_stride, b, tile_of(worker));
     });
@@ -677,22 +756,93 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
       (2 * workers + static_cast<size_t>(blocks) - 1) / static_cast<size_t>(blocks));
   chunks = std::min((chunks + workers - 1) / workers * workers,
                     std::max<size_t>(1, out_channels / 8));
-  // Padding in parallel only when the image is large (VGG's 224x224 maps):
-  // another fork-join costs more than copying a small one.
-  const int64_t pad_tasks = padded_size >= kParallelPadFloats
-                                ? static_cast<int64_t>(std::min<size_t>(workers, channels))
-                                : 1;
   for (size_t image = 0; image < batch; ++image) {
-    const float* src = in.data + image * in_stride;
-    ctx.pool->parallel_for(static_cast<size_t>(pad_tasks), [&](size_t t, size_t) {
-      const int64_t task = static_cast<int64_t>(t);
-      pad_channels(src, ctx.scratch, task * channels / pad_tasks, (task + 1) * channels / pad_tasks);
-    });
+    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(static_cast<size_t>(blocks) * chunks, [&](size_t task, size_t worker) {
       const size_t b = task / chunks, j = task % chunks;
       block(ctx.scratch, out_image, static_cast<int64_t>(b), tile_of(worker),
             j * out_channels / chunks, (j + 1) * out_channels / chunks);
+    });
+  }
+}
+
+namespace {
+// Dense direct convolution walks output channels in groups whose dense weights
+// (6 rows of cols() floats per register tile) take about this much, each group
+// over every output row, so that a group's weights stay in L2 while the input
+// rows the tiles read are reused from L1 by every channel of the group.
+constexpr double kDenseDirectGroupBytes = 256.0 * 1024.0;
+}  // namespace
+
+void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView& out,
+                                  const ForwardContext& ctx) const {
+  const int64_t height = in.shape[1], width = in.shape[2];
+  const int64_t padded_w = width + 2 * pad_w_;
+  const int64_t out_h = out.shape[1], out_w = out.shape[2];
+  const size_t in_stride = static_cast<size_t>(numel(in.shape));
+  const size_t out_plane = static_cast<size_t>(out_h * out_w);
+  const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
+  const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
+  const ConvDenseKernel kernel = kernel_table(isa()).conv_dense;
+  const float* w = dense_weight().data();
+  const size_t k = static_cast<size_t>(cols());
+  const Epilogue ep{bias().empty() ? nullptr : bias().data(), ctx.fuse_relu};
+  // Register tiles of kConvDenseRows channels (the last one may hold fewer).
+  const size_t channels_out = static_cast<size_t>(rows());
+  const size_t tiles = (channels_out + kConvDenseRows - 1) / kConvDenseRows;
+  const double tile_bytes = 4.0 * static_cast<double>(kConvDenseRows * k);
+  const size_t group = std::max<size_t>(1, static_cast<size_t>(kDenseDirectGroupBytes / tile_bytes));
+  const size_t groups = (tiles + group - 1) / group;
+  // Output rows [y0, y1) of channel tiles [t0, t1) of one image.
+  const auto run = [&](const float* padded, float* out_image, size_t t0, size_t t1, int64_t y0,
+                       int64_t y1) {
+    for (int64_t y = y0; y < y1; ++y)
+      for (size_t t = t0; t < t1; ++t) {
+        const size_t r0 = t * kConvDenseRows;
+        const size_t m = std::min(kConvDenseRows, channels_out - r0);
+        for (int64_t x0 = 0; x0 < out_w; x0 += static_cast<int64_t>(kConvDenseCols))
+          kernel(w + r0 * k, k, m, plan->dense_offsets.data(), k, padded + y * padded_w + x0,
+                 static_cast<size_t>(std::min<int64_t>(out_w - x0, kConvDenseCols)), ep, r0,
+                 out_image + r0 * out_plane + static_cast<size_t>(y * out_w + x0), out_plane);
+      }
+  };
+  const auto whole_image = [&](const float* padded, float* out_image) {
+    for (size_t g = 0; g < groups; ++g)
+      run(padded, out_image, g * group, std::min(tiles, (g + 1) * group), 0, out_h);
+  };
+
+  const size_t batch = static_cast<size_t>(in.batch);
+  const size_t workers = ctx.num_workers;
+  const double work = static_cast<double>(channels_out * k) * static_cast<double>(out_plane);
+  if (ctx.pool == nullptr || workers <= 1 || work * static_cast<double>(batch) < kMinParallelDenseWork) {
+    for (size_t image = 0; image < batch; ++image) {
+      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, false);
+      whole_image(ctx.scratch, out.data + image * out_stride);
+    }
+    return;
+  }
+  if (batch >= workers) {
+    ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
+      float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
+      pad_image(ctx, in.data + image * in_stride, padded, height, width, false);
+      whole_image(padded, out.data + image * out_stride);
+    });
+    return;
+  }
+  // Few images: one padded copy (worker 0's scratch); tasks are channel groups
+  // x row chunks, the rows split only when there are fewer groups than twice
+  // the workers.
+  const size_t row_chunks =
+      groups >= 2 * workers ? 1 : std::min<size_t>(static_cast<size_t>(out_h), 2 * workers);
+  for (size_t image = 0; image < batch; ++image) {
+    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, true);
+    float* out_image = out.data + image * out_stride;
+    ctx.pool->parallel_for(groups * row_chunks, [&](size_t task, size_t) {
+      const size_t g = task / row_chunks, c = task % row_chunks;
+      run(ctx.scratch, out_image, g * group, std::min(tiles, (g + 1) * group),
+          static_cast<int64_t>(c) * out_h / static_cast<int64_t>(row_chunks),
+          static_cast<int64_t>(c + 1) * out_h / static_cast<int64_t>(row_chunks));
     });
   }
 }
@@ -703,13 +853,19 @@ void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
   // images as there are workers (enough to exercise the batch-parallel path).
   const int64_t key = (in.shape[1] * 1000003 + in.shape[2]) * 1000003 + batch_bucket(in.batch);
   const int64_t sample = std::min<int64_t>(in.batch, static_cast<int64_t>(std::max<size_t>(1, ctx.num_workers)));
-  run_chosen(key, ctx.num_workers, [&](Backend backend, bool measure) {
-    if (!measure) return forward_with(backend, in, out, ctx);
-    forward_with(backend, {in.data, sample, in.shape}, {out.data, sample, out.shape}, ctx);
+  run_chosen(key, ctx.num_workers, [&](Choice choice, bool measure) {
+    if (!measure) return forward_with(choice, in, out, ctx);
+    forward_with(choice, {in.data, sample, in.shape}, {out.data, sample, out.shape}, ctx);
   });
 }
 
-void Conv2d::forward_with(Backend backend, const TensorView& in, const MutableTensorView& out,
+bool Conv2d::can_run(Choice choice) const {
+  if (choice == Choice::kDenseDirect)
+    return backend() == Backend::kAuto && direct_capable() && !dense_weight().empty();
+  return WeightedLayer::can_run(choice);
+}
+
+void Conv2d::forward_with(Choice choice, const TensorView& in, const MutableTensorView& out,
                           const ForwardContext& ctx) const {
   const ConvGeometry g{in.shape[0], in.shape[1], in.shape[2], kernel_h_, kernel_w_, stride_h_,
                        stride_w_, pad_h_, pad_w_, out.shape[1], out.shape[2]};
@@ -724,10 +880,15 @@ void Conv2d::forward_with(Backend backend, const TensorView& in, const MutableTe
     return scratch;
   };
 
-  if (backend == Backend::kSparse && direct_capable()) {
+  if (choice == Choice::kSparse && direct_capable()) {
     forward_direct(in, out, ctx);
     return;
   }
+  if (choice == Choice::kDenseDirect) {
+    forward_dense_direct(in, out, ctx);
+    return;
+  }
+  const Backend backend = choice == Choice::kSparse ? Backend::kSparse : Backend::kDense;
   const size_t batch = static_cast<size_t>(in.batch);
   if (ctx.num_workers > 1 && batch >= ctx.num_workers && ctx.pool != nullptr) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {

@@ -56,8 +56,10 @@ class Model:
     kernels, ``"dense"`` on the BLAS baseline. ``"auto"`` runs very sparse
     layers (FC at most 5 %, convolutions at most 10 % dense) sparse; every
     other layer keeps both forms and, the first time it meets an input size,
-    times both and keeps the faster (``layer.choices``), so the first call
-    with a new batch or image size is slower. ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
+    times them and keeps the fastest (``layer.choices``): sparse, dense, and
+    for stride-1 convolutions a third, dense
+    direct convolution (the dense weights against the padded input in register
+    tiles, no im2col). So the first call with a new batch or image size is slower. ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
     when given, the whole chain of shapes is checked at construction.
     """
 

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,12 @@ using Shape = std::vector<int64_t>;  // one sample's shape: {C, H, W} or {F}
 
 enum class Backend { kAuto, kSparse, kDense };
 const char* backend_name(Backend backend);
+
+// What runs a layer for one input size: the sparse or the dense (BLAS) backend,
+// or, chosen only by backend=kAuto for stride-1 convolutions, dense direct
+// convolution (the dense weights against the padded input, no im2col; see Conv2d).
+enum class Choice { kSparse, kDense, kDenseDirect };
+const char* choice_name(Choice choice);  // "sparse", "dense", "dense-direct"
 
 // backend=kAuto: layers at most this dense always run sparse (measured on a
 // 2-core AVX2 machine against OpenBLAS: sparse FC layers win at 5 % at every
@@ -117,8 +124,13 @@ class WeightedLayer : public Layer {
 
   // kSparse, kDense, or kAuto for a layer that measures per input size.
   Backend backend() const { return backend_; }
-  // What an auto layer chose so far: (input-size key, kSparse or kDense) pairs.
-  std::vector<std::pair<int64_t, Backend>> choices() const;
+  // What an auto layer chose so far: (input-size key, choice) pairs.
+  std::vector<std::pair<int64_t, Choice>> choices() const;
+  // Makes an auto layer run `choice` for every input size, measuring nothing
+  // (tests, and reproducing a measured plan); throws FormatError for a layer
+  // that is not auto or cannot run it.
+  void pin_choice(Choice choice);
+  virtual bool can_run(Choice choice) const;
   Isa isa() const { return isa_; }                 // ISA of the sparse kernels
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -134,12 +146,12 @@ class WeightedLayer : public Layer {
   std::vector<float> weight_dense() const;
 
  protected:
-  // Calls run(backend, false) with the backend for this input-size key. For an
-  // auto layer meeting `key` for the first time, first times run(b, true) for
-  // both backends (a measurement run may do a representative part of the work).
-  // Choices are shared process-wide between layers of equal signature (see
-  // mix_signature), per key and thread count.
-  void run_chosen(int64_t key, size_t workers, FunctionRef<void(Backend, bool)> run) const;
+  // Calls run(choice, false) with the choice for this input-size key. For an
+  // auto layer meeting `key` for the first time, first times run(c, true) for
+  // every choice it can_run (a measurement run may do a representative part of
+  // the work). Choices are shared process-wide between layers of equal
+  // signature (see mix_signature), per key and thread count.
+  void run_chosen(int64_t key, size_t workers, FunctionRef<void(Choice, bool)> run) const;
   // Adds a value that distinguishes this layer's cost (geometry) to its signature.
   void mix_signature(int64_t value);
 
@@ -161,6 +173,8 @@ class WeightedLayer : public Layer {
                            size_t col_end, float* y, size_t ldy, bool accumulate, bool finish,
                            bool relu) const;
   const CsrMatrix& sparse_weight() const { return sparse_; }
+  // rows() x cols() row-major; empty for a sparse layer.
+  const std::vector<float>& dense_weight() const { return dense_; }
   // The dense product of rows [row_begin, row_end) and columns [col_begin,
   // col_end) as one single-threaded BLAS call, then the epilogue.
   void dense_block(const float* x, size_t ldx, size_t row_begin, size_t row_end,
@@ -191,7 +205,8 @@ class WeightedLayer : public Layer {
   std::vector<uint32_t> panel_starts_;
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
-  mutable std::map<int64_t, Backend> choices_;
+  mutable std::map<int64_t, Choice> choices_;
+  std::optional<Choice> pinned_;  // pin_choice: serves every input size
 };
 
 // Fully connected layer: weight is out_features x in_features; input {in_features}.
@@ -207,7 +222,10 @@ class Linear : public WeightedLayer {
 // 2-D convolution (NCHW, no groups or dilation): weight is
 // out_channels x (in_channels * kernel_h * kernel_w), column index
 // (c * kernel_h + i) * kernel_w + j, as PyTorch's (O, I, kh, kw) flattened.
-// Dense: per image, W times the im2col patch matrix (sgemm). Sparse, stride 1:
+// Dense: per image, W times the im2col patch matrix (sgemm). Dense direct (an
+// auto layer's third choice, stride 1): the dense weights against the padded
+// input in register tiles of 6 output channels x 16 output columns of one
+// output row (kernels.h, ConvDenseKernel). Sparse, stride 1:
 // direct sparse convolution (Park et al., ICLR 2017) -- each nonzero's column
 // becomes an offset into the zero-padded input, so an output row is a sum of
 // weights times contiguous input runs, with no im2col lowering; computed in
@@ -226,11 +244,12 @@ class Conv2d : public WeightedLayer {
   size_t scratch_floats(const Shape& input, int64_t batch) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
+  bool can_run(Choice choice) const override;
 
  private:
   bool is_pointwise() const;  // 1x1, stride 1, no padding: im2col is the input itself
   bool direct_capable() const; // stride 1, not pointwise: sparse runs direct convolution
-  void forward_with(Backend backend, const TensorView& in, const MutableTensorView& out,
+  void forward_with(Choice choice, const TensorView& in, const MutableTensorView& out,
                     const ForwardContext& ctx) const;
   // How direct convolution walks one input size: each nonzero's offset into the
   // padded (C, height + 2*pad_h, width + 2*pad_w) image, and the nonzeros split
@@ -240,10 +259,22 @@ class Conv2d : public WeightedLayer {
     size_t panels = 0;              // channel panels
     // starts[p * rows + r]: row r's first nonzero in panel p; p == panels: the row's end.
     std::vector<uint32_t> starts;
+    // Dense direct convolution: weight column i's offset in the padded image
+    // (cols() entries; empty unless the layer can_run(Choice::kDenseDirect)).
+    std::vector<uint32_t> dense_offsets;
   };
   std::shared_ptr<const DirectPlan> direct_plan(int64_t height, int64_t width) const;
   void forward_direct(const TensorView& in, const MutableTensorView& out,
                       const ForwardContext& ctx) const;
+  void forward_dense_direct(const TensorView& in, const MutableTensorView& out,
+                            const ForwardContext& ctx) const;
+  // Channels [c0, c1) of one image into its zero-padded copy (padded_image_floats
+  // in layers.cc), the tail past the last plane too when c1 == in_channels.
+  void pad_channels(const float* image, float* padded, int64_t height, int64_t width, int64_t c0,
+                    int64_t c1) const;
+  // The whole image; large ones split over the pool's workers if all_workers.
+  void pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
+                 int64_t width, bool all_workers) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   mutable std::mutex plan_mutex_;
