@@ -767,14 +767,6 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   }
 }
 
-namespace {
-// Dense direct convolution walks output channels in groups whose dense weights
-// (6 rows of cols() floats per register tile) take about this much, each group
-// over every output row, so that a group's weights stay in L2 while the input
-// rows the tiles read are reused from L1 by every channel of the group.
-constexpr double kDenseDirectGroupBytes = 256.0 * 1024.0;
-}  // namespace
-
 void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView& out,
                                   const ForwardContext& ctx) const {
   const int64_t height = in.shape[1], width = in.shape[2];
@@ -788,17 +780,17 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const float* w = dense_weight().data();
   const size_t k = static_cast<size_t>(cols());
   const Epilogue ep{bias().empty() ? nullptr : bias().data(), ctx.fuse_relu};
-  // Register tiles of kConvDenseRows channels (the last one may hold fewer).
+  // Register tiles of kConvDenseRows channels (the last one may hold fewer),
+  // each over all its output rows before the next, so that its weights stay in
+  // L1 (channel tile outermost measured 0-40 % faster than output row outermost
+  // on Zen 3, most on small layers such as mnist_cnn's conv1).
   const size_t channels_out = static_cast<size_t>(rows());
   const size_t tiles = (channels_out + kConvDenseRows - 1) / kConvDenseRows;
-  const double tile_bytes = 4.0 * static_cast<double>(kConvDenseRows * k);
-  const size_t group = std::max<size_t>(1, static_cast<size_t>(kDenseDirectGroupBytes / tile_bytes));
-  const size_t groups = (tiles + group - 1) / group;
   // Output rows [y0, y1) of channel tiles [t0, t1) of one image.
   const auto run = [&](const float* padded, float* out_image, size_t t0, size_t t1, int64_t y0,
                        int64_t y1) {
-    for (int64_t y = y0; y < y1; ++y)
-      for (size_t t = t0; t < t1; ++t) {
+    for (size_t t = t0; t < t1; ++t)
+      for (int64_t y = y0; y < y1; ++y) {
         const size_t r0 = t * kConvDenseRows;
         const size_t m = std::min(kConvDenseRows, channels_out - r0);
         for (int64_t x0 = 0; x0 < out_w; x0 += static_cast<int64_t>(kConvDenseCols))
@@ -808,8 +800,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
       }
   };
   const auto whole_image = [&](const float* padded, float* out_image) {
-    for (size_t g = 0; g < groups; ++g)
-      run(padded, out_image, g * group, std::min(tiles, (g + 1) * group), 0, out_h);
+    run(padded, out_image, 0, tiles, 0, out_h);
   };
 
   const size_t batch = static_cast<size_t>(in.batch);
@@ -830,17 +821,18 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
     });
     return;
   }
-  // Few images: one padded copy (worker 0's scratch); tasks are channel groups
-  // x row chunks, the rows split only when there are fewer groups than twice
-  // the workers.
+  // Few images: one padded copy (worker 0's scratch); tasks are chunks of
+  // channel tiles x chunks of rows, the rows split only when there are fewer
+  // than twice as many tiles as workers.
+  const size_t tile_chunks = std::min(tiles, 2 * workers);
   const size_t row_chunks =
-      groups >= 2 * workers ? 1 : std::min<size_t>(static_cast<size_t>(out_h), 2 * workers);
+      tile_chunks >= 2 * workers ? 1 : std::min<size_t>(static_cast<size_t>(out_h), 2 * workers);
   for (size_t image = 0; image < batch; ++image) {
     pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, true);
     float* out_image = out.data + image * out_stride;
-    ctx.pool->parallel_for(groups * row_chunks, [&](size_t task, size_t) {
+    ctx.pool->parallel_for(tile_chunks * row_chunks, [&](size_t task, size_t) {
       const size_t g = task / row_chunks, c = task % row_chunks;
-      run(ctx.scratch, out_image, g * group, std::min(tiles, (g + 1) * group),
+      run(ctx.scratch, out_image, g * tiles / tile_chunks, (g + 1) * tiles / tile_chunks,
           static_cast<int64_t>(c) * out_h / static_cast<int64_t>(row_chunks),
           static_cast<int64_t>(c + 1) * out_h / static_cast<int64_t>(row_chunks));
     });
