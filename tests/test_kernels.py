@@ -475,3 +475,43 @@ def test_bad_conv_dense_arguments(rng):
         _core._raw_conv_dense_kernel("scalar", w, np.zeros(3, np.uint32), x, 17)
     with pytest.raises(ShapeError, match="x must hold"):
         _core._raw_conv_dense_kernel("scalar", w, np.array([0, 1, 5], np.uint32), x, 4)
+
+
+# ------------------------------------------------------ 2x2 stride-2 max pooling
+def maxpool2x2_reference(x, n):
+    """The kernel's order of comparisons, max(a, b) = b if a < b else a (std::max)."""
+    out = []
+    for i in range(n):
+        m = np.float32(-np.inf)
+        for v in (x[0, 2 * i], x[0, 2 * i + 1], x[1, 2 * i], x[1, 2 * i + 1]):
+            m = v if m < v else m
+        out.append(m)
+    return np.array(out, np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("w, n", [(2, 1), (15, 7), (16, 8), (17, 8), (34, 17), (56, 28), (56, 20), (4, 0)])
+def test_maxpool2x2_matches_reference_bit_for_bit(rng, isa, w, n):
+    x = rng.standard_normal((2, w)).astype(np.float32)
+    y = _core._raw_maxpool2x2_kernel(isa, x, n)
+    assert np.array_equal(y.view(np.uint32), maxpool2x2_reference(x, n).view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_maxpool2x2_nan_inf_and_signed_zeros(isa):
+    """NaN, infinities and signed zeros in every lane and tail position give the
+    bits std::max gives in the kernel's order (a NaN after a number is skipped,
+    one compared first stays; of -0 and +0 the first seen stays)."""
+    special = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, 1.0, -1.0], np.float32)
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        x = rng.choice(special, size=(2, 40)).astype(np.float32)
+        y = _core._raw_maxpool2x2_kernel(isa, x, 20)
+        assert np.array_equal(y.view(np.uint32), maxpool2x2_reference(x, 20).view(np.uint32))
+
+
+def test_bad_maxpool2x2_arguments():
+    with pytest.raises(ShapeError, match="x must be"):
+        _core._raw_maxpool2x2_kernel("scalar", np.ones((3, 4), np.float32), 2)
+    with pytest.raises(ShapeError, match="n must be"):
+        _core._raw_maxpool2x2_kernel("scalar", np.ones((2, 4), np.float32), 3)

@@ -154,6 +154,17 @@ FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
   return y;
 }
 
+// Runs the 2x2 stride-2 max pooling kernel on one output row (tests only): x is
+// (2, w), the two input rows; n outputs, 2 * n <= w.
+FloatArray raw_maxpool2x2_kernel(const std::string& isa, const FloatArray& x, int64_t n) {
+  if (x.ndim() != 2 || x.shape(0) != 2) throw ShapeError("x must be (2, w)");
+  if (n < 0 || 2 * n > x.shape(1)) throw ShapeError("n must be in [0, w / 2]");
+  FloatArray y(n);
+  kernel_table(parse_isa(isa)).maxpool2x2(x.data(), static_cast<size_t>(x.shape(1)),
+                                          static_cast<size_t>(n), y.mutable_data());
+  return y;
+}
+
 Choice parse_choice(const std::string& s) {
   if (s == "sparse") return Choice::kSparse;
   if (s == "dense") return Choice::kDense;
@@ -400,6 +411,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
         py::arg("relu") = false, py::arg("row0") = 0,
         "Run the dense direct convolution register tile once (tests only).");
+  m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
+        "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
         "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
 

@@ -59,6 +59,11 @@ using ConvDenseKernel = void (*)(const float* w, size_t ldw, size_t m, const uin
                                  size_t k, const float* x, size_t n, Epilogue ep, size_t row0,
                                  float* y, size_t ldy);
 
+// Max pooling over 2x2 windows at stride 2, one output row: for i < n,
+//   d[i] = max(max(max(max(-inf, top[2i]), top[2i + 1]), top[w + 2i]), top[w + 2i + 1])
+// with max(a, b) = a < b ? b : a (std::max), so both ISAs treat NaN and -0 alike.
+using MaxPool2x2Kernel = void (*)(const float* top, size_t w, size_t n, float* d);
+
 #define SPARSENET_DECLARE_CSR_KERNELS(isa)                                                    \
   void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmv_u32_##isa(CsrRef<uint32_t>, const float*, Epilogue, size_t, size_t, float*); \
@@ -67,7 +72,8 @@ using ConvDenseKernel = void (*)(const float* w, size_t ldw, size_t m, const uin
   void f32_csrmm_u32_##isa(CsrRef<uint32_t>, const float*, size_t, Epilogue, size_t, size_t,  \
                            size_t, size_t, float*, size_t);                                   \
   void f32_conv_dense_##isa(const float*, size_t, size_t, const uint32_t*, size_t, const float*, \
-                            size_t, Epilogue, size_t, float*, size_t);
+                            size_t, Epilogue, size_t, float*, size_t);                         \
+  void f32_maxpool2x2_##isa(const float*, size_t, size_t, float*);
 
 SPARSENET_DECLARE_CSR_KERNELS(scalar)
 SPARSENET_DECLARE_CSR_KERNELS(avx2)
@@ -84,6 +90,7 @@ struct KernelTable {
   CsrmmKernel<uint16_t> csrmm_u16;
   CsrmmKernel<uint32_t> csrmm_u32;
   ConvDenseKernel conv_dense;
+  MaxPool2x2Kernel maxpool2x2;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

@@ -906,6 +906,7 @@ Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel
                int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode,
                bool count_include_pad)
     : Layer(std::move(name)),
+      isa_(active_isa()),
       mode_(mode),
       kernel_h_(kernel_h),
       kernel_w_(kernel_w),
@@ -988,21 +989,15 @@ void Pool2d::forward(const TensorView& in, const MutableTensorView& out,
   const int64_t kh = kernel_h_, kw = kernel_w_, sh = stride_h_, sw = stride_w_;
   const bool inside = pad_h_ == 0 && pad_w_ == 0 && (oh - 1) * sh + kh <= h && (ow - 1) * sw + kw <= w;
   const bool is_max = mode_ == PoolMode::kMax;
+  const MaxPool2x2Kernel maxpool2x2 = kernel_table(isa_).maxpool2x2;
   const auto pool_plane_inside = [&](size_t plane, size_t) {
     const float* src = in.data + plane * static_cast<size_t>(h * w);
     float* dst = out.data + plane * static_cast<size_t>(oh * ow);
     for (int64_t oy = 0; oy < oh; ++oy) {
       const float* top = src + oy * sh * w;
       float* d = dst + oy * ow;
-      if (is_max && kh == 2 && kw == 2) {
-        for (int64_t ox = 0; ox < ow; ++ox) {
-          const float* win = top + ox * sw;
-          float m = -std::numeric_limits<float>::infinity();
-          m = std::max(m, win[0]);
-          m = std::max(m, win[1]);
-          m = std::max(m, win[w]);
-          d[ox] = std::max(m, win[w + 1]);
-        }
+      if (is_max && kh == 2 && kw == 2 && sw == 2) {
+        maxpool2x2(top, static_cast<size_t>(w), static_cast<size_t>(ow), d);
         continue;
       }
       for (int64_t ox = 0; ox < ow; ++ox) {

@@ -292,6 +292,7 @@ class Pool2d : public Layer {
          int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad);
   const char* kind() const override { return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d"; }
   PoolMode mode() const { return mode_; }
+  Isa isa() const { return isa_; }  // of the 2x2 stride-2 max pooling kernel
   Window2d window() const { return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_}; }
   bool count_include_pad() const { return count_include_pad_; }
   Shape output_shape(const Shape& input) const override;
@@ -299,6 +300,7 @@ class Pool2d : public Layer {
                const ForwardContext& ctx) const override;
 
  private:
+  Isa isa_;
   PoolMode mode_;
   int64_t kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   bool ceil_mode_, count_include_pad_;
