@@ -439,6 +439,20 @@ def test_conv_dense_matches_numpy(rng, isa, m, n, k, epilogue):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m, n", [(6, 16), (6, 11), (2, 3), (5, 8)])
+def test_conv_dense_accumulates_into_y(rng, isa, m, n):
+    """A second panel of weight columns adds to the first's sums; bias and ReLU last."""
+    w = rng.standard_normal((m, 20)).astype(np.float32)
+    x = rng.standard_normal(100).astype(np.float32)
+    offsets = rng.integers(0, 100 - 16, size=20).astype(np.uint32)
+    bias = rng.standard_normal(m).astype(np.float32)
+    first = _core._raw_conv_dense_kernel(isa, np.ascontiguousarray(w[:, :7]), offsets[:7], x, n)
+    both = _core._raw_conv_dense_kernel(isa, np.ascontiguousarray(w[:, 7:]), offsets[7:], x, n, bias=bias,
+                                        relu=True, y_init=first)
+    check(both, conv_dense_reference(w, offsets, x, n, bias, True))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_conv_dense_drops_the_lanes_past_n(rng, isa):
     """Lanes past n read NaN and Inf from x and never reach y (the caller's tail)."""
     w = rng.standard_normal((6, 4)).astype(np.float32)

@@ -133,7 +133,7 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
 FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
                                  const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& offsets,
                                  const FloatArray& x, int64_t n, const std::optional<FloatArray>& bias,
-                                 bool relu, int64_t row0) {
+                                 bool relu, int64_t row0, const std::optional<FloatArray>& y_init) {
   if (w.ndim() != 2 || w.shape(0) < 1 || w.shape(0) > static_cast<int64_t>(kConvDenseRows))
     throw ShapeError("w must be (m, k) with m in [1, 6]");
   const int64_t rows = w.shape(0);
@@ -146,7 +146,12 @@ FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
   if (row0 < 0) throw ShapeError("row0 must be >= 0");
   if (bias && bias->size() < row0 + rows) throw ShapeError("bias must cover rows row0 .. row0 + m - 1");
   FloatArray y({rows, n});
-  const Epilogue ep{bias ? bias->data() : nullptr, relu};
+  if (y_init) {
+    if (y_init->ndim() != 2 || y_init->shape(0) != rows || y_init->shape(1) != n)
+      throw ShapeError("y_init must be (m, n)");
+    std::copy(y_init->data(), y_init->data() + y_init->size(), y.mutable_data());
+  }
+  const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
   kernel_table(parse_isa(isa)).conv_dense(w.data(), static_cast<size_t>(k), static_cast<size_t>(rows), offsets.data(),
                                           static_cast<size_t>(k), x.data(), static_cast<size_t>(n),
                                           ep, static_cast<size_t>(row0), y.mutable_data(),
@@ -409,8 +414,8 @@ PYBIND11_MODULE(_core, m) {
         "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead; the same result).");
   m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("isa"), py::arg("w"),
         py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
-        py::arg("relu") = false, py::arg("row0") = 0,
-        "Run the dense direct convolution register tile once (tests only).");
+        py::arg("relu") = false, py::arg("row0") = 0, py::arg("y_init") = py::none(),
+        "Run the dense direct convolution register tile once (tests only); y_init (m, n) makes it accumulate.");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,

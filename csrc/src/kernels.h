@@ -49,6 +49,8 @@ using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilog
 // channels x up to kConvDenseCols output columns. For r < m, j < n (m in
 // [1, kConvDenseRows], n in [1, kConvDenseCols]):
 //   y[r * ldy + j] = epilogue(sum_{i < k} w[r * ldw + i] * x[offsets[i] + j], row0 + r)
+// where ep.accumulate adds the sum to what y[r * ldy + j] holds (panels of
+// weight columns, the epilogue's bias and ReLU given with the last panel only).
 // with w the rows of a dense row-major weight and offsets[i] the place of weight
 // column i in a padded input image, relative to the tile's first output column.
 // Reads x[offsets[i] + j] for every j < kConvDenseCols whatever n is: the caller

@@ -5,8 +5,8 @@
 // vector per multiply-add. The weights are read straight from the dense
 // row-major matrix (six rows ldw apart, each walked in order), so nothing is
 // packed. A tile of m < 6 channels repeats its last row in the spare
-// accumulators and stores m rows; one of n < 16 columns stores n lanes
-// (masked). Built with -mavx2 -mfma only.
+// accumulators and stores m rows; one of n < 16 columns loads (accumulating)
+// and stores n lanes (masked). Built with -mavx2 -mfma only.
 #include <immintrin.h>
 
 #include "../../src/kernels.h"
@@ -31,8 +31,17 @@ void f32_conv_dense_avx2(const float* w, size_t ldw, size_t m, const uint32_t* o
   static_assert(kConvDenseRows == 6 && kConvDenseCols == 16, "the register tile below");
   const auto row = [&](size_t r) { return w + (r < m ? r : m - 1) * ldw; };
   const float *w0 = row(0), *w1 = row(1), *w2 = row(2), *w3 = row(3), *w4 = row(4), *w5 = row(5);
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  const size_t n_lo = n < 8 ? n : 8, n_hi = n < 8 ? 0 : (n < 16 ? n - 8 : 8);
+  const __m256i m_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n_lo));
+  const __m256i m_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n_hi));
+  // ep.accumulate: start from what y holds (its first n columns of its first m rows).
+  const auto start = [&](size_t r, size_t half) {
+    if (!ep.accumulate || r >= m) return _mm256_setzero_ps();
+    return _mm256_maskload_ps(y + r * ldy + 8 * half, half == 0 ? m_lo : m_hi);
+  };
+  __m256 c00 = start(0, 0), c01 = start(0, 1), c10 = start(1, 0), c11 = start(1, 1);
+  __m256 c20 = start(2, 0), c21 = start(2, 1), c30 = start(3, 0), c31 = start(3, 1);
+  __m256 c40 = start(4, 0), c41 = start(4, 1), c50 = start(5, 0), c51 = start(5, 1);
   for (size_t i = 0; i < k; ++i) {
     const float* xi = x + offsets[i];
     const __m256 b0 = _mm256_loadu_ps(xi);
@@ -65,9 +74,6 @@ void f32_conv_dense_avx2(const float* w, size_t ldw, size_t m, const uint32_t* o
     }
     return;
   }
-  const size_t n_lo = n < 8 ? n : 8, n_hi = n - n_lo;
-  const __m256i m_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n_lo));
-  const __m256i m_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kTailMask + 8 - n_hi));
   for (size_t r = 0; r < m; ++r) {
     _mm256_maskstore_ps(y + r * ldy, m_lo, finish(lo[r], ep, row0 + r));
     _mm256_maskstore_ps(y + r * ldy + 8, m_hi, finish(hi[r], ep, row0 + r));

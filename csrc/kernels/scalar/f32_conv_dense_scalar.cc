@@ -11,7 +11,7 @@ void f32_conv_dense_scalar(const float* w, size_t ldw, size_t m, const uint32_t*
   for (size_t r = 0; r < m; ++r) {
     const float* wr = w + r * ldw;
     for (size_t j = 0; j < n; ++j) {
-      float acc = 0.0f;
+      float acc = ep.accumulate ? y[r * ldy + j] : 0.0f;
       for (size_t i = 0; i < k; ++i) acc += wr[i] * x[offsets[i] + j];
       y[r * ldy + j] = apply_epilogue(acc, ep, row0 + r);
     }
