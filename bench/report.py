@@ -460,8 +460,9 @@ From the repository root, with the extension built and the peers installed
 (`pip install -e '.[peers]'`, and torch separately: see `bench/README.md`):
 
 ```sh
-# every engine x thread count in its own process; the default cases plus the scaling ones
-PYTHONPATH=python python bench/run_peers.py --threads 1,2 --scaling --out bench-results
+# every engine x thread count in its own process, twice, round after round (each cell keeps its
+# faster median); the default cases plus the scaling ones
+PYTHONPATH=python python bench/run_peers.py --threads 1,2 --scaling --rounds 2 --max-time 0.5 --out bench-results
 # add --large-batches for batch-64 convolutions and VGG-16 at batch 64 (slow)
 PYTHONPATH=python python bench/report.py bench-results/*.json --out docs/performance.md --img-dir docs/img
 ```
