@@ -1,6 +1,6 @@
-// The kernel registry: every CSR microkernel, per index width and ISA. Layers
-// pick a KernelTable once at construction; tests and benchmarks reach each
-// entry by ISA through kernel_table().
+// The kernel registry: every CSR microkernel (per index width), the dense direct
+// convolution tile and the 2x2 max pool, per ISA. Layers pick a KernelTable once
+// at construction; tests and benchmarks reach each entry by ISA through kernel_table().
 #pragma once
 
 #include <cstddef>
@@ -49,10 +49,10 @@ using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilog
 // channels x up to kConvDenseCols output columns. For r < m, j < n (m in
 // [1, kConvDenseRows], n in [1, kConvDenseCols]):
 //   y[r * ldy + j] = epilogue(sum_{i < k} w[r * ldw + i] * x[offsets[i] + j], row0 + r)
-// where ep.accumulate adds the sum to what y[r * ldy + j] holds (panels of
-// weight columns, the epilogue's bias and ReLU given with the last panel only).
 // with w the rows of a dense row-major weight and offsets[i] the place of weight
-// column i in a padded input image, relative to the tile's first output column.
+// column i in a padded input image, relative to the tile's first output column;
+// ep.accumulate adds the sum to what y[r * ldy + j] holds (panels of weight
+// columns, the epilogue's bias and ReLU given with the last panel only).
 // Reads x[offsets[i] + j] for every j < kConvDenseCols whatever n is: the caller
 // leaves that many floats readable past the last tile (their lanes are dropped).
 constexpr size_t kConvDenseRows = 6;
@@ -66,7 +66,7 @@ using ConvDenseKernel = void (*)(const float* w, size_t ldw, size_t m, const uin
 // with max(a, b) = a < b ? b : a (std::max), so both ISAs treat NaN and -0 alike.
 using MaxPool2x2Kernel = void (*)(const float* top, size_t w, size_t n, float* d);
 
-#define SPARSENET_DECLARE_CSR_KERNELS(isa)                                                    \
+#define SPARSENET_DECLARE_KERNELS(isa)                                                        \
   void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmv_u32_##isa(CsrRef<uint32_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmm_u16_##isa(CsrRef<uint16_t>, const float*, size_t, Epilogue, size_t, size_t,  \
@@ -77,9 +77,9 @@ using MaxPool2x2Kernel = void (*)(const float* top, size_t w, size_t n, float* d
                             size_t, Epilogue, size_t, float*, size_t);                         \
   void f32_maxpool2x2_##isa(const float*, size_t, size_t, float*);
 
-SPARSENET_DECLARE_CSR_KERNELS(scalar)
-SPARSENET_DECLARE_CSR_KERNELS(avx2)
-#undef SPARSENET_DECLARE_CSR_KERNELS
+SPARSENET_DECLARE_KERNELS(scalar)
+SPARSENET_DECLARE_KERNELS(avx2)
+#undef SPARSENET_DECLARE_KERNELS
 void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
 
 struct KernelTable {

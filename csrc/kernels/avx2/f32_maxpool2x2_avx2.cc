@@ -5,7 +5,6 @@
 // Built with -mavx2 -mfma only.
 #include <immintrin.h>
 
-#include <algorithm>
 #include <limits>
 
 #include "../../src/kernels.h"
@@ -35,14 +34,7 @@ void f32_maxpool2x2_avx2(const float* top, size_t w, size_t n, float* d) {
     m = _mm256_max_ps(e1, m);
     _mm256_storeu_ps(d + i, _mm256_max_ps(o1, m));
   }
-  for (; i < n; ++i) {
-    const float* win = top + 2 * i;
-    float m = -std::numeric_limits<float>::infinity();
-    m = std::max(m, win[0]);
-    m = std::max(m, win[1]);
-    m = std::max(m, win[w]);
-    d[i] = std::max(m, win[w + 1]);
-  }
+  f32_maxpool2x2_scalar(top + 2 * i, w, n - i, d + i);  // the last n mod 8
 }
 
 }  // namespace sparsenet
