@@ -8,7 +8,7 @@ import pytest
 
 from sparsenet import FormatError, ShapeError, WeightError, _core
 
-from conftest import HAS_AVX2, ISAS, csr_arrays, needs_avx2, sparse_dense_array
+from conftest import HAS_AVX2, ISAS, csr_arrays, needs_avx2, ref_conv2d, sparse_dense_array
 
 MARKER = np.float32(-12345.0)
 INDEX_BITS = [16, 32]
@@ -392,14 +392,15 @@ def test_avx2_matches_scalar_on_column_windows(rng, n):
 @pytest.mark.parametrize("cols,density,rows", [(1100, 0.3, 96), (4096, 0.1, 96), (20000, 0.004, 96),
                                                (70000, 0.01, 24), (1500, 0.05, 1100)])
 @pytest.mark.parametrize("n", [2, 17, 64, 130])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, 3])
 def test_wide_linear_runs_panel_by_panel_exactly_as_numpy(rng, monkeypatch, restore_threads, isa, cols,
                                                           density, rows, n, threads):
     """Layers whose X does not fit in cache go panel by panel (WeightedLayer's
     column panels), in blocks of rows: every panel boundary, the empty panels of
     very sparse rows, the 16- and 32-bit indices (70,000 columns), several row
-    blocks (1,100 rows) and the bias + ReLU on the last panel must give the
-    plain product."""
+    blocks (1,100 rows: the nonzeros are stored block by block, panel by panel,
+    and the workers split the rows at block bounds) and the bias + ReLU on the
+    last panel must give the plain product."""
     import sparsenet
 
     monkeypatch.setenv("SPARSENET_ISA", isa)
@@ -412,6 +413,23 @@ def test_wide_linear_runs_panel_by_panel_exactly_as_numpy(rng, monkeypatch, rest
     expected = np.maximum(x.astype(np.float64) @ dense.T.astype(np.float64) + bias, 0.0)
     check(model(x), expected)
 
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_wide_strided_conv_runs_im2col_panels_exactly_as_numpy(rng, monkeypatch, restore_threads, isa, threads,
+                                                               batch):
+    """A strided convolution (no direct path) with 130 x 3 x 3 = 1,170 weight
+    columns goes through im2col and the column panels' stored walk order."""
+    import sparsenet
+
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    sparsenet.set_num_threads(threads)
+    weight = sparse_dense_array((40, 130, 3, 3), 0.2, rng)
+    bias = rng.standard_normal(40).astype(np.float32)
+    model = sparsenet.Model([sparsenet.Conv2d(weight, bias, stride=2, padding=1)], backend="sparse")
+    x = rng.standard_normal((batch, 130, 21, 19)).astype(np.float32)
+    check(model(x), ref_conv2d(x.astype(np.float64), weight.astype(np.float64), bias, stride=2, padding=1))
 
 # ------------------------------------------------------ dense direct convolution
 def conv_dense_reference(w, offsets, x, n, bias=None, relu=False, row0=0):

@@ -126,26 +126,29 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     sparse_ = std::move(weight);
     csrmv_loads_ = isa_ == Isa::kAvx2 && sparse_.narrow_indices() &&
                    static_cast<size_t>(cols_) <= kL1VectorFloats && csrmv_l1_loads_win();
-    build_column_panels();
   }
 }
 
 namespace {
-// Column panels (see sparse_tile): an X panel of kPanelColumns weight columns
-// by kPanelBatch batch columns is 128 KiB, which stays in L2 while every row
-// of a row block walks its nonzeros in that panel. Sparser layers get wider
-// panels so each row still has about kPanelMinRowNonzeros nonzeros per panel
-// to pay for loading and storing its slice of Y once more per panel.
-constexpr int64_t kPanelColumns = 512;
+// Column panels (see sparse_tile and panel_starts_): an X panel of
+// kPanelColumns weight columns by kPanelBatch batch columns is 64 KiB, which
+// stays in L2 beside the row block's Y slice (128 KiB) while every row of the
+// block walks its nonzeros in that panel. Sparser layers get wider panels so
+// each row still has about kPanelMinRowNonzeros nonzeros per panel to pay for
+// loading and storing its slice of Y once more per panel. Measured in a C++
+// probe at batch 64 on Zen 3, one thread, with the nonzeros stored in walk
+// order: 4096x4096 at 10 % 34 GFLOP/s with 128- or 256-column panels, 21 with
+// 512, 17 with 960; 25088x4096 at 4 % 16 GFLOP/s at 256 columns; at 1-2 %
+// 512-1024 columns (about 10 nonzeros per row and panel) beat 256 by 10-40 %.
+// Walking the same panels through the CSR rows in place (jumping from row to
+// row) ran at 15-20 GFLOP/s whatever the width: the stored walk order is what
+// lets panels this narrow pay.
+constexpr int64_t kPanelColumns = 256;
 constexpr size_t kPanelBatch = 64;
-constexpr double kPanelMinRowNonzeros = 96.0;
+constexpr double kPanelMinRowNonzeros = 10.0;
 // Panels only when an X slice of kPanelBatch columns is larger than this.
 constexpr uint64_t kPanelMinXBytes = 256 * 1024;
-// Rows per block when walking panels (see sparse_tile): the block's Y slice
-// (128 KiB at kPanelBatch columns) and an X panel share L2, and all of X is
-// read once per block. A C++ probe at 10 %, batch 64, on Zen 3: 4096x4096
-// 11-12 GFLOP/s with all rows per panel, 16-19 in blocks of 64-512 rows;
-// 25088x4096 (X 6.4 MB) 19-22 in blocks of 512, 8-13 in blocks of 64-128.
+// Rows per block when walking panels: all of X is read once per block.
 constexpr size_t kPanelRowBlock = 512;
 // Without panels, the AVX2 csrmm prefetches X rows when the 32-column slice of
 // X it walks per output row is larger than this (about L2: measured on Zen 3,
@@ -174,16 +177,57 @@ std::vector<uint32_t> column_panel_starts(const CsrMatrix& w, int64_t width, siz
 }
 }  // namespace
 
+namespace {
+// Copies the nonzeros of `src` (CSR order) into `dst` in panel walk order (see
+// WeightedLayer::panel_starts_), given where each row enters each panel.
+template <typename T>
+void copy_in_panel_order(const T* src, const std::vector<uint32_t>& csr_starts, size_t rows,
+                         size_t panels, T* dst) {
+  size_t out = 0;
+  for (size_t r0 = 0; r0 < rows; r0 += kPanelRowBlock) {
+    const size_t r1 = std::min(rows, r0 + kPanelRowBlock);
+    for (size_t p = 0; p < panels; ++p)
+      for (size_t r = r0; r < r1; ++r)
+        for (uint32_t k = csr_starts[p * rows + r]; k < csr_starts[(p + 1) * rows + r]; ++k)
+          dst[out++] = src[k];
+  }
+}
+}  // namespace
+
 void WeightedLayer::build_column_panels() {
   const double density = sparse_.density();
-  if (rows_ == 0 || density <= 0.0) return;
-  int64_t width = std::max<int64_t>(kPanelColumns, static_cast<int64_t>(kPanelMinRowNonzeros / density));
+  if (backend_ == Backend::kDense || rows_ == 0 || density <= 0.0) return;
+  int64_t width = std::max<int64_t>(
+      kPanelColumns, static_cast<int64_t>(std::ceil(kPanelMinRowNonzeros / density)));
   width = (width + 63) / 64 * 64;
   if (width >= cols_ || static_cast<uint64_t>(cols_) * kPanelBatch * sizeof(float) <= kPanelMinXBytes)
     return;
+  const size_t rows = static_cast<size_t>(rows_);
+  const size_t panels = static_cast<size_t>((cols_ + width - 1) / width);
+  const std::vector<uint32_t> csr_starts = column_panel_starts(sparse_, width, panels);
+  panel_starts_.resize(panels * rows + 1);
+  size_t i = 0;
+  uint32_t next = 0;
+  for (size_t r0 = 0; r0 < rows; r0 += kPanelRowBlock) {
+    const size_t r1 = std::min(rows, r0 + kPanelRowBlock);
+    for (size_t p = 0; p < panels; ++p)
+      for (size_t r = r0; r < r1; ++r) {
+        panel_starts_[i++] = next;
+        next += csr_starts[(p + 1) * rows + r] - csr_starts[p * rows + r];
+      }
+  }
+  panel_starts_[i] = next;
+  panel_values_.resize(nnz_);
+  copy_in_panel_order(sparse_.values().data(), csr_starts, rows, panels, panel_values_.data());
+  if (sparse_.narrow_indices()) {
+    panel_col16_.resize(nnz_);
+    copy_in_panel_order(sparse_.col16().data(), csr_starts, rows, panels, panel_col16_.data());
+  } else {
+    panel_col32_.resize(nnz_);
+    copy_in_panel_order(sparse_.col32().data(), csr_starts, rows, panels, panel_col32_.data());
+  }
   panel_width_ = width;
-  panels_ = static_cast<size_t>((cols_ + width - 1) / width);
-  panel_starts_ = column_panel_starts(sparse_, width, panels_);
+  panels_ = panels;
 }
 
 std::vector<std::pair<int64_t, Choice>> WeightedLayer::choices() const {
@@ -337,27 +381,27 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
     else
       k.csrmv_u32({rp, sparse_.col32().data(), v}, x, ep, row_begin, row_end, y);
   } else if (panels_ > 1) {
-    // X has too many rows to stay in cache while a row block walks all of it:
-    // go panel by panel (each a few hundred X rows, 128 KiB), adding every
-    // panel's products into Y, the bias and ReLU with the last.
-    // Rows in blocks of kPanelRowBlock, so that a block's slice of Y stays in
-    // L1/L2 from one panel to the next instead of streaming through L2 and
-    // evicting the X panel.
-    for (size_t r0 = row_begin; r0 < row_end; r0 += kPanelRowBlock) {
-      const size_t r1 = std::min(row_end, r0 + kPanelRowBlock);
+    // X has too many rows to stay in cache while a row walks all of it: block
+    // by block of rows, panel by panel (X panels of 64 KiB, see
+    // kPanelColumns), adding every panel's products into Y, the bias and ReLU
+    // with the last. The nonzeros are stored in this order (panel_starts_).
+    const size_t rows = static_cast<size_t>(rows_);
+    for (size_t r0 = row_begin / kPanelRowBlock * kPanelRowBlock; r0 < row_end; r0 += kPanelRowBlock) {
+      const size_t r1 = std::min(rows, r0 + kPanelRowBlock);
+      const size_t rb = std::max(row_begin, r0), re = std::min(row_end, r1);
       for (size_t c0 = col_begin; c0 < col_end; c0 += kPanelBatch) {
         const size_t c1 = std::min(col_end, c0 + kPanelBatch);
         for (size_t p = 0; p < panels_; ++p) {
           const bool last = p + 1 == panels_;
           const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
-          const uint32_t* begin = panel_starts_.data() + p * static_cast<size_t>(rows_);
-          const uint32_t* end = begin + rows_;
+          // Row r's nonzeros in this block and panel: [starts[r], starts[r + 1]).
+          const uint32_t* starts = panel_starts_.data() + r0 * panels_ + p * (r1 - r0) - r0;
           if (sparse_.narrow_indices())
-            k.csrmm_u16({begin, sparse_.col16().data(), v, end, true}, x, ldx, pe, r0, r1, c0, c1,
-                        y, ldy);
+            k.csrmm_u16({starts, panel_col16_.data(), panel_values_.data()}, x, ldx, pe, rb, re,
+                        c0, c1, y, ldy);
           else
-            k.csrmm_u32({begin, sparse_.col32().data(), v, end, true}, x, ldx, pe, r0, r1, c0, c1,
-                        y, ldy);
+            k.csrmm_u32({starts, panel_col32_.data(), panel_values_.data()}, x, ldx, pe, rb, re,
+                        c0, c1, y, ldy);
         }
       }
     }
@@ -438,10 +482,13 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
     sparse_tile(x, ldx, 0, rows_, 0, n, y, ldy, relu);
     return;
   }
-  // Tiles: row blocks balanced by nonzeros, and column blocks (multiples of 32)
-  // when there are too few rows to keep every worker busy.
+  // Tiles: row blocks balanced by nonzeros (with column panels, the blocks the
+  // nonzeros are stored in, each read as one stream), and column blocks
+  // (multiples of 32) when there are too few rows to keep every worker busy.
   const size_t target = 4 * workers;
-  const size_t row_blocks = std::min<size_t>(static_cast<size_t>(rows_), target);
+  const size_t row_blocks = panels_ > 1
+                                ? (static_cast<size_t>(rows_) + kPanelRowBlock - 1) / kPanelRowBlock
+                                : std::min<size_t>(static_cast<size_t>(rows_), target);
   size_t col_blocks = 1;
   if (row_blocks < target && n >= 64)
     col_blocks = std::min<size_t>((n + 31) / 32, (target + row_blocks - 1) / row_blocks);
@@ -454,6 +501,7 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
   const auto row_bound = [&](size_t b) -> size_t {
     if (b == 0) return 0;
     if (b == row_blocks) return static_cast<size_t>(rows_);
+    if (panels_ > 1) return b * kPanelRowBlock;
     const uint64_t goal = static_cast<uint64_t>(nnz_) * b / row_blocks;
     const size_t r = static_cast<size_t>(std::lower_bound(rp.begin(), rp.end(), goal) - rp.begin());
     // At least one row per block: block b starts in [b, rows - (row_blocks - b)].
@@ -473,6 +521,7 @@ Linear::Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Back
     : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
                     kAutoLinearSparseDensity) {
   mix_signature(1);  // kind: linear
+  build_column_panels();
 }
 
 Shape Linear::output_shape(const Shape& input) const {
@@ -519,6 +568,7 @@ Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int6
                                    .c_str()));
   for (int64_t v : {int64_t{2}, in_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w})
     mix_signature(v);  // kind: conv2d, and its geometry
+  if (!direct_capable()) build_column_panels();  // direct convolutions never run im2col + SpMM
 }
 
 bool Conv2d::is_pointwise() const {

@@ -154,6 +154,10 @@ class WeightedLayer : public Layer {
   void run_chosen(int64_t key, size_t workers, FunctionRef<void(Choice, bool)> run) const;
   // Adds a value that distinguishes this layer's cost (geometry) to its signature.
   void mix_signature(int64_t value);
+  // Builds the column panels (see panel_starts_) if the layer is wide enough to
+  // need them; layers whose sparse product is batched (Linear, convolutions
+  // through im2col) call it once from their constructor.
+  void build_column_panels();
 
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
   // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
@@ -183,7 +187,6 @@ class WeightedLayer : public Layer {
  private:
   void sparse_tile(const float* x, size_t ldx, size_t row_begin, size_t row_end,
                    size_t col_begin, size_t col_end, float* y, size_t ldy, bool relu) const;
-  void build_column_panels();
   bool prefetch_x(size_t n) const;  // CsrRef::prefetch for an X of n columns
 
   int64_t rows_;
@@ -194,15 +197,22 @@ class WeightedLayer : public Layer {
   CsrMatrix sparse_;                  // unless backend_ == kDense
   std::vector<float> dense_;          // rows x cols row-major, unless backend_ == kSparse
   std::vector<float> bias_;           // rows entries, or empty
-  // Column panels, for products whose X rows do not stay in cache: panel p
-  // covers weight columns [p * panel_width_, (p + 1) * panel_width_), and
-  // panel_starts_[p * rows_ + r] (p in [0, panels_]) is row r's first nonzero
-  // at or after that column (the last one being the row's end). Empty when the
-  // layer is narrow enough to need none.
+  // Column panels, for batched products whose X rows do not stay in cache:
+  // panel p covers weight columns [p * panel_width_, (p + 1) * panel_width_).
+  // The nonzeros are copied (panel_values_ with panel_col16_ or panel_col32_,
+  // as sparse_'s index width) in the order sparse_tile walks them, so that the
+  // walk reads one sequential stream: blocks of kPanelRowBlock rows, in a
+  // block panel after panel, in a panel row after row. Row r of block
+  // [r0, r1) has its panel-p nonzeros at [panel_starts_[i], panel_starts_[i + 1])
+  // with i = r0 * panels_ + p * (r1 - r0) + (r - r0). Empty when the layer is
+  // narrow enough to need none, and for direct convolutions (no batched product).
   int64_t panel_width_ = 0;
   size_t panels_ = 0;
   bool csrmv_loads_ = false;  // batch 1 through csrmv_u16_l1: x fits L1 and loads beat gathers
-  std::vector<uint32_t> panel_starts_;
+  std::vector<uint32_t> panel_starts_;  // panels_ * rows_ + 1
+  std::vector<float> panel_values_;
+  std::vector<uint16_t> panel_col16_;
+  std::vector<uint32_t> panel_col32_;
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
   mutable std::map<int64_t, Choice> choices_;
