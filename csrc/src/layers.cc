@@ -482,13 +482,10 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
     sparse_tile(x, ldx, 0, rows_, 0, n, y, ldy, relu);
     return;
   }
-  // Tiles: row blocks balanced by nonzeros (with column panels, the blocks the
-  // nonzeros are stored in, each read as one stream), and column blocks
-  // (multiples of 32) when there are too few rows to keep every worker busy.
+  // Tiles: row blocks balanced by nonzeros, and column blocks (multiples of 32)
+  // when there are too few rows to keep every worker busy.
   const size_t target = 4 * workers;
-  const size_t row_blocks = panels_ > 1
-                                ? (static_cast<size_t>(rows_) + kPanelRowBlock - 1) / kPanelRowBlock
-                                : std::min<size_t>(static_cast<size_t>(rows_), target);
+  const size_t row_blocks = std::min<size_t>(static_cast<size_t>(rows_), target);
   size_t col_blocks = 1;
   if (row_blocks < target && n >= 64)
     col_blocks = std::min<size_t>((n + 31) / 32, (target + row_blocks - 1) / row_blocks);
@@ -501,7 +498,6 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
   const auto row_bound = [&](size_t b) -> size_t {
     if (b == 0) return 0;
     if (b == row_blocks) return static_cast<size_t>(rows_);
-    if (panels_ > 1) return b * kPanelRowBlock;
     const uint64_t goal = static_cast<uint64_t>(nnz_) * b / row_blocks;
     const size_t r = static_cast<size_t>(std::lower_bound(rp.begin(), rp.end(), goal) - rp.begin());
     // At least one row per block: block b starts in [b, rows - (row_blocks - b)].
