@@ -88,6 +88,30 @@ def test_steady_state_forward_allocates_nothing(tmp_path, no_alloc, arch, backen
     assert run.returncode == 0 and "allocations: 0" in run.stdout, run.stdout + run.stderr
 
 
+@pytest.mark.parametrize("arch", ["linear", "conv", "conv_and_wide_fc", "mnist_cnn"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_may_write_over_its_input(tmp_path, classify, arch, batch):
+    """The last layer writes straight into the caller's output buffer, unless
+    that buffer overlaps the input: a model run in place must give the result
+    of a run into a separate buffer (a lone fully connected layer at batch 1
+    would otherwise overwrite inputs that later rows still read)."""
+    rng = np.random.default_rng(5)
+    if arch == "linear":
+        model = sparsenet.Model([sparsenet.Linear(rng.standard_normal((32, 64)).astype(np.float32), None)],
+                                input_shape=(64,))
+    elif arch == "conv":
+        weight = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+        model = sparsenet.Model([sparsenet.Conv2d(weight, None, padding=1)], input_shape=(8, 9, 9))
+    elif arch == "conv_and_wide_fc":
+        model = _conv_and_wide_fc_model()
+    else:
+        model = sparsenet.models.random_model(arch, seed=3)
+    model.save(tmp_path / "model.npz")
+    run = subprocess.run([str(classify.parent / "in_place"), str(tmp_path / "model.npz"), str(batch)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "in place: same" in run.stdout, run.stdout + run.stderr
+
+
 def test_cmake_dir_flag():
     result = subprocess.run([sys.executable, "-m", "sparsenet", "--cmake-dir"], check=True, capture_output=True,
                             text=True)

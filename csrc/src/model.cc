@@ -1,6 +1,7 @@
 #include "sparsenet/model.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -192,15 +193,25 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
     transpose(in, nb, static_cast<size_t>(input[0]), buffer_a.data());
     current = buffer_a.data();
   }
+  size_t out_elements = nb;
+  for (int64_t d : final_shape) out_elements *= static_cast<size_t>(d);
+  // The last layer writes straight into `out` (no copy of the result: 12.8 MB
+  // for VGG's first convolution alone), unless its output is feature-major and
+  // goes back to the caller's (N, F) by a transpose, or `out` overlaps `in`.
+  size_t in_elements = nb;
+  for (int64_t d : input) in_elements *= static_cast<size_t>(d);
+  const auto address = [](const float* p) { return reinterpret_cast<uintptr_t>(p); };
+  const bool overlaps = address(out) < address(in + in_elements) && address(in) < address(out + out_elements);
+  const bool transpose_out = final_shape.size() == 1 && nb > 1;
   for (size_t i = 0; i < steps_.size(); ++i) {
     float* target = current == buffer_a.data() ? buffer_b.data() : buffer_a.data();
+    if (i + 1 == steps_.size() && !transpose_out && !overlaps) target = out;
     ctx.fuse_relu = steps_[i].fuse_relu;
     steps_[i].layer->forward({current, batch, shapes[i]}, {target, batch, shapes[i + 1]}, ctx);
     current = target;
   }
-  size_t out_elements = nb;
-  for (int64_t d : final_shape) out_elements *= static_cast<size_t>(d);
-  if (final_shape.size() == 1 && nb > 1)
+  if (current == out) return;
+  if (transpose_out)
     transpose(current, static_cast<size_t>(final_shape[0]), nb, out);
   else
     std::memcpy(out, current, sizeof(float) * out_elements);

@@ -40,7 +40,8 @@ class Model {
 
   // in:  batch samples of shape `input`, sample-major: (N, C, H, W) or (N, F)
   //      row-major, batch * prod(input) floats.
-  // out: batch * prod(output_shape(input)) floats, sample-major.
+  // out: batch * prod(output_shape(input)) floats, sample-major. The last layer
+  //      writes there directly; `out` may overlap `in` (then it is copied).
   // Thread-safe: may be called concurrently on one Model. Buffers are reused
   // between calls: after the first call for a batch size, no allocation.
   void forward(const float* in, int64_t batch, const Shape& input, float* out) const;
