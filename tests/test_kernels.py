@@ -522,7 +522,8 @@ def maxpool2x2_reference(x, n):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("w, n", [(2, 1), (15, 7), (16, 8), (17, 8), (34, 17), (56, 28), (56, 20), (4, 0)])
+@pytest.mark.parametrize("w, n", [(2, 1), (8, 4), (10, 5), (15, 7), (16, 8), (17, 8), (28, 14), (34, 17), (56, 28),
+                                  (56, 20), (4, 0)])
 def test_maxpool2x2_matches_reference_bit_for_bit(rng, isa, w, n):
     x = rng.standard_normal((2, w)).astype(np.float32)
     y = _core._raw_maxpool2x2_kernel(isa, x, n)
@@ -536,10 +537,11 @@ def test_maxpool2x2_nan_inf_and_signed_zeros(isa):
     one compared first stays; of -0 and +0 the first seen stays)."""
     special = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, 1.0, -1.0], np.float32)
     rng = np.random.default_rng(5)
-    for _ in range(50):
-        x = rng.choice(special, size=(2, 40)).astype(np.float32)
-        y = _core._raw_maxpool2x2_kernel(isa, x, 20)
-        assert np.array_equal(y.view(np.uint32), maxpool2x2_reference(x, 20).view(np.uint32))
+    for n in (20, 14, 7):  # 8-wide steps, the 4-wide step, the scalar tail
+        for _ in range(50):
+            x = rng.choice(special, size=(2, 2 * n)).astype(np.float32)
+            y = _core._raw_maxpool2x2_kernel(isa, x, n)
+            assert np.array_equal(y.view(np.uint32), maxpool2x2_reference(x, n).view(np.uint32))
 
 
 def test_bad_maxpool2x2_arguments():
