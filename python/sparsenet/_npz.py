@@ -9,6 +9,7 @@ size against the member's real size and a byte budget, and only then reads.
 from __future__ import annotations
 
 import os
+import threading
 import tokenize
 import zipfile
 import zlib
@@ -23,6 +24,13 @@ from .errors import FormatError
 DEFAULT_MAX_BYTES = 16 << 30
 # Deflate cannot expand data by more than about 1032:1.
 _MAX_DEFLATE_RATIO = 1100
+
+# NumPy parses .npy headers with ast.literal_eval, and CPython 3.11's AST
+# constructor keeps its recursion depth per interpreter, not per thread: two
+# threads loading at once can fail with "SystemError: AST constructor recursion
+# depth mismatch" (python/cpython#106905; seen in tests/test_stress.py under
+# ASan). One header parse at a time; the data reads stay concurrent.
+_HEADER_LOCK = threading.Lock()
 
 # tokenize.TokenError and SyntaxError: NumPy's .npy header parser lets them out
 # for headers with unbalanced brackets (found by fuzzing).
@@ -87,9 +95,11 @@ class NpzArchive:
             with self._zip.open(info) as member:
                 version = np.lib.format.read_magic(member)
                 if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                    with _HEADER_LOCK:
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
                 elif version in ((2, 0), (3, 0)):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                    with _HEADER_LOCK:
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
                 else:
                     raise FormatError(f"{where}: unsupported .npy version {version}")
                 if dtype.hasobject or dtype.fields is not None or dtype.kind not in kinds:
