@@ -17,7 +17,8 @@ struct CsrRef {
   const float* values;      // nnz
   // csrmm only: when set, row r's nonzeros are [row_ptr[r], row_end[r]) instead
   // of [row_ptr[r], row_ptr[r + 1]) -- one column panel of a CSR matrix, whose
-  // per-row starts and ends are two rows of WeightedLayer's panel table.
+  // per-row starts and ends are two rows of a panel table (direct convolution's
+  // channel panels; fully connected panels are stored in walk order instead).
   const uint32_t* row_end = nullptr;
   // csrmm only, a hint: X is too large for L2, so software-prefetch the X rows
   // of upcoming nonzeros (the AVX2 kernel does; the result is the same).
