@@ -177,23 +177,6 @@ std::vector<uint32_t> column_panel_starts(const CsrMatrix& w, int64_t width, siz
 }
 }  // namespace
 
-namespace {
-// Copies the nonzeros of `src` (CSR order) into `dst` in panel walk order (see
-// WeightedLayer::panel_starts_), given where each row enters each panel.
-template <typename T>
-void copy_in_panel_order(const T* src, const std::vector<uint32_t>& csr_starts, size_t rows,
-                         size_t panels, T* dst) {
-  size_t out = 0;
-  for (size_t r0 = 0; r0 < rows; r0 += kPanelRowBlock) {
-    const size_t r1 = std::min(rows, r0 + kPanelRowBlock);
-    for (size_t p = 0; p < panels; ++p)
-      for (size_t r = r0; r < r1; ++r)
-        for (uint32_t k = csr_starts[p * rows + r]; k < csr_starts[(p + 1) * rows + r]; ++k)
-          dst[out++] = src[k];
-  }
-}
-}  // namespace
-
 void WeightedLayer::build_column_panels() {
   const double density = sparse_.density();
   if (backend_ == Backend::kDense || rows_ == 0 || density <= 0.0) return;
@@ -205,28 +188,30 @@ void WeightedLayer::build_column_panels() {
   const size_t rows = static_cast<size_t>(rows_);
   const size_t panels = static_cast<size_t>((cols_ + width - 1) / width);
   const std::vector<uint32_t> csr_starts = column_panel_starts(sparse_, width, panels);
+  const bool narrow = sparse_.narrow_indices();
   panel_starts_.resize(panels * rows + 1);
-  size_t i = 0;
-  uint32_t next = 0;
+  panel_values_.resize(nnz_);
+  if (narrow)
+    panel_col16_.resize(nnz_);
+  else
+    panel_col32_.resize(nnz_);
+  // One walk in sparse_tile's order copies each row's nonzeros in each panel.
+  size_t i = 0, next = 0;
   for (size_t r0 = 0; r0 < rows; r0 += kPanelRowBlock) {
     const size_t r1 = std::min(rows, r0 + kPanelRowBlock);
     for (size_t p = 0; p < panels; ++p)
       for (size_t r = r0; r < r1; ++r) {
-        panel_starts_[i++] = next;
-        next += csr_starts[(p + 1) * rows + r] - csr_starts[p * rows + r];
+        panel_starts_[i++] = static_cast<uint32_t>(next);
+        for (uint32_t k = csr_starts[p * rows + r]; k < csr_starts[(p + 1) * rows + r]; ++k, ++next) {
+          panel_values_[next] = sparse_.values()[k];
+          if (narrow)
+            panel_col16_[next] = sparse_.col16()[k];
+          else
+            panel_col32_[next] = sparse_.col32()[k];
+        }
       }
   }
-  panel_starts_[i] = next;
-  panel_values_.resize(nnz_);
-  copy_in_panel_order(sparse_.values().data(), csr_starts, rows, panels, panel_values_.data());
-  if (sparse_.narrow_indices()) {
-    panel_col16_.resize(nnz_);
-    copy_in_panel_order(sparse_.col16().data(), csr_starts, rows, panels, panel_col16_.data());
-  } else {
-    panel_col32_.resize(nnz_);
-    copy_in_panel_order(sparse_.col32().data(), csr_starts, rows, panels, panel_col32_.data());
-  }
-  panel_width_ = width;
+  panel_starts_[i] = static_cast<uint32_t>(next);
   panels_ = panels;
 }
 

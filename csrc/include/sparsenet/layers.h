@@ -198,15 +198,15 @@ class WeightedLayer : public Layer {
   std::vector<float> dense_;          // rows x cols row-major, unless backend_ == kSparse
   std::vector<float> bias_;           // rows entries, or empty
   // Column panels, for batched products whose X rows do not stay in cache:
-  // panel p covers weight columns [p * panel_width_, (p + 1) * panel_width_).
-  // The nonzeros are copied (panel_values_ with panel_col16_ or panel_col32_,
-  // as sparse_'s index width) in the order sparse_tile walks them, so that the
-  // walk reads one sequential stream: blocks of kPanelRowBlock rows, in a
+  // panel p covers weight columns [p * w, (p + 1) * w) for the width w
+  // build_column_panels chose (panels_ of them). The nonzeros are copied
+  // (panel_values_ with panel_col16_ or panel_col32_, as sparse_'s index width)
+  // in the order sparse_tile walks them, so that the walk reads one
+  // sequential stream: blocks of kPanelRowBlock rows, in a
   // block panel after panel, in a panel row after row. Row r of block
   // [r0, r1) has its panel-p nonzeros at [panel_starts_[i], panel_starts_[i + 1])
   // with i = r0 * panels_ + p * (r1 - r0) + (r - r0). Empty when the layer is
   // narrow enough to need none, and for direct convolutions (no batched product).
-  int64_t panel_width_ = 0;
   size_t panels_ = 0;
   bool csrmv_loads_ = false;  // batch 1 through csrmv_u16_l1: x fits L1 and loads beat gathers
   std::vector<uint32_t> panel_starts_;  // panels_ * rows_ + 1
