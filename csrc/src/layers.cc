@@ -266,18 +266,19 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
                                FunctionRef<void(Choice, bool)> run) const {
   if (backend_ != Backend::kAuto)
     return run(backend_ == Backend::kSparse ? Choice::kSparse : Choice::kDense, false);
+  // Run outside the lock: forward passes on several threads (and the image by
+  // image steps of one, model.cc) run the same layer at once.
+  std::optional<Choice> known;
   {
     std::lock_guard<std::mutex> lock(choices_mutex_);
     if (pinned_) {
-      const Choice chosen = *pinned_;
-      return run(chosen, false);
-    }
-    const auto it = choices_.find(key);
-    if (it != choices_.end()) {
-      const Choice chosen = it->second;
-      return run(chosen, false);
+      known = *pinned_;
+    } else {
+      const auto it = choices_.find(key);
+      if (it != choices_.end()) known = it->second;
     }
   }
+  if (known) return run(*known, false);
   SharedChoices& shared = shared_choices();
   const auto shared_key = std::make_tuple(signature_, key, workers);
   {
