@@ -88,13 +88,15 @@ def test_steady_state_forward_allocates_nothing(tmp_path, no_alloc, arch, backen
     assert run.returncode == 0 and "allocations: 0" in run.stdout, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("arch", ["linear", "conv", "conv_and_wide_fc", "mnist_cnn"])
-@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("arch", ["linear", "conv", "conv_pool_conv", "conv_and_wide_fc", "mnist_cnn"])
+@pytest.mark.parametrize("batch", [1, 3, 8])
 def test_forward_may_write_over_its_input(tmp_path, classify, arch, batch):
     """The last layer writes straight into the caller's output buffer, unless
     that buffer overlaps the input: a model run in place must give the result
     of a run into a separate buffer (a lone fully connected layer at batch 1
-    would otherwise overwrite inputs that later rows still read)."""
+    would otherwise overwrite inputs that later rows still read; at batch 8 the
+    feature-map layers run image by image, conv_pool_conv's last one into the
+    output)."""
     rng = np.random.default_rng(5)
     if arch == "linear":
         model = sparsenet.Model([sparsenet.Linear(rng.standard_normal((32, 64)).astype(np.float32), None)],
@@ -102,6 +104,11 @@ def test_forward_may_write_over_its_input(tmp_path, classify, arch, batch):
     elif arch == "conv":
         weight = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
         model = sparsenet.Model([sparsenet.Conv2d(weight, None, padding=1)], input_shape=(8, 9, 9))
+    elif arch == "conv_pool_conv":
+        w1 = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+        w2 = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+        model = sparsenet.Model([sparsenet.Conv2d(w1, None, padding=1), sparsenet.ReLU(), sparsenet.MaxPool2d(2),
+                                 sparsenet.Conv2d(w2, None, padding=1)], input_shape=(8, 10, 10))
     elif arch == "conv_and_wide_fc":
         model = _conv_and_wide_fc_model()
     else:

@@ -511,6 +511,29 @@ def test_thread_count_does_not_change_results(restore_threads, backend):
     assert_close(outputs[2][0], arch_reference(models[0], "mnist_cnn", inputs[0]))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [2, 7, 16])
+def test_feature_map_layers_image_by_image(rng, restore_threads, backend, threads, batch):
+    """Batches of at least two images per worker run their leading convolutions
+    and pools image by image (model.cc); the maps must land at each image's
+    place, whether the last of those layers writes into the model's output or
+    into the buffer the fully connected layers read."""
+    sparsenet.set_num_threads(threads)
+    w1 = sparse_dense_array((6, 3, 3, 3), 0.5, rng)
+    w2 = sparse_dense_array((5, 6, 3, 3), 0.4, rng)
+    w3 = sparse_dense_array((4, 5 * 2 * 2), 0.5, rng)
+    b1, b2, b3 = (rng.standard_normal(k).astype(np.float32) for k in (6, 5, 4))
+    features = [Conv2d(w1, b1, padding=1), ReLU(), MaxPool2d(2), Conv2d(w2, b2, padding=1), ReLU()]
+    x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    maps = ref_relu(ref_conv2d(ref_pool2d(ref_relu(ref_conv2d(x, w1, b1, 1, 1)), "max", 2, 2, 0, False),
+                               w2, b2, 1, 1))
+    assert_close(Model(features, backend=backend)(x), maps)
+    pooled = ref_pool2d(maps, "max", 2, 2, 0, False)
+    classifier = Model(features + [MaxPool2d(2), Flatten(), Linear(w3, b3)], backend=backend)
+    assert_close(classifier(x), ref_linear(pooled.reshape(batch, -1), w3, b3))
+
+
 @pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize("batch", [64, 100, 257])
 def test_few_rows_many_columns_split_across_threads(restore_threads, rng, threads, batch):
