@@ -399,8 +399,9 @@ def test_wide_linear_runs_panel_by_panel_exactly_as_numpy(rng, monkeypatch, rest
     column panels), in blocks of rows: every panel boundary, the empty panels of
     very sparse rows, the 16- and 32-bit indices (70,000 columns), several row
     blocks (1,100 rows: the nonzeros are stored block by block, panel by panel,
-    and the workers' row ranges, balanced by nonzeros, cut across blocks) and
-    the bias + ReLU on the last panel must give the plain product."""
+    and the workers' row ranges, balanced by nonzeros, cut across blocks), the
+    batch of 130 copied into chunks of 64, 64 and 2 contiguous columns, and the
+    bias + ReLU on the last panel must give the plain product."""
     import sparsenet
 
     monkeypatch.setenv("SPARSENET_ISA", isa)

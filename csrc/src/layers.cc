@@ -177,6 +177,8 @@ std::vector<uint32_t> column_panel_starts(const CsrMatrix& w, int64_t width, siz
 }
 }  // namespace
 
+size_t WeightedLayer::panel_batch() const { return kPanelBatch; }
+
 void WeightedLayer::build_column_panels() {
   const double density = sparse_.density();
   if (backend_ == Backend::kDense || rows_ == 0 || density <= 0.0) return;
@@ -517,12 +519,44 @@ Shape Linear::output_shape(const Shape& input) const {
   return {rows()};
 }
 
+size_t Linear::scratch_floats(const Shape&, int64_t batch) const {
+  if (!has_column_panels() || static_cast<size_t>(batch) <= panel_batch()) return 0;
+  return static_cast<size_t>(cols()) * panel_batch();
+}
+
 void Linear::forward(const TensorView& in, const MutableTensorView& out,
                      const ForwardContext& ctx) const {
   const size_t n = static_cast<size_t>(in.batch);
+  const size_t chunk = panel_batch();
   run_chosen(batch_bucket(in.batch), ctx.num_workers, [&](Choice choice, bool) {
-    matmul(ctx, choice == Choice::kSparse ? Backend::kSparse : Backend::kDense, in.data, n, n,
-           out.data, n);
+    if (choice != Choice::kSparse || !has_column_panels() || n <= chunk) {
+      matmul(ctx, choice == Choice::kSparse ? Backend::kSparse : Backend::kDense, in.data, n, n,
+             out.data, n);
+      return;
+    }
+    // The column panel walk reads X in 64-column slices of a panel's rows: in
+    // the (features, batch) input those rows lie n floats apart, spread over
+    // n / 64 times the memory, and batch 256 ran 1.3-1.4x slower per sample
+    // than 64 (4096x4096 and 25088x4096 at 10 %). So each 64 batch columns are
+    // first copied into one contiguous chunk (worker 0's scratch).
+    float* packed = ctx.scratch;
+    const size_t features = static_cast<size_t>(cols());
+    for (size_t c0 = 0; c0 < n; c0 += chunk) {
+      const size_t width = std::min(chunk, n - c0);
+      const auto copy = [&](size_t f0, size_t f1) {
+        for (size_t f = f0; f < f1; ++f)
+          std::memcpy(packed + f * width, in.data + f * n + c0, sizeof(float) * width);
+      };
+      if (ctx.pool == nullptr || ctx.num_workers <= 1) {
+        copy(0, features);
+      } else {
+        const size_t tasks = ctx.num_workers;
+        ctx.pool->parallel_for(tasks, [&](size_t t, size_t) {
+          copy(t * features / tasks, (t + 1) * features / tasks);
+        });
+      }
+      matmul(ctx, Backend::kSparse, packed, width, width, out.data + c0, n);
+    }
   });
 }
 

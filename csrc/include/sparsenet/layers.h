@@ -158,6 +158,11 @@ class WeightedLayer : public Layer {
   // need them; layers whose sparse product is batched (Linear, convolutions
   // through im2col) call it once from their constructor.
   void build_column_panels();
+  // Columns of X per column panel walk (64). A sparse product over more columns
+  // than that, on a layer with panels, runs faster on X copied into
+  // contiguous chunks of this many columns (see Linear::forward).
+  size_t panel_batch() const;
+  bool has_column_panels() const { return panels_ > 0; }
 
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
   // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
@@ -225,6 +230,8 @@ class Linear : public WeightedLayer {
   Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend);
   const char* kind() const override { return "linear"; }
   Shape output_shape(const Shape& input) const override;
+  // A batch wider than panel_batch() on a layer with column panels: one chunk of X.
+  size_t scratch_floats(const Shape& input, int64_t batch) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
 };
