@@ -44,6 +44,10 @@ class Model {
   //      writes there directly; `out` may overlap `in` (then it is copied).
   // Thread-safe: may be called concurrently on one Model. Buffers are reused
   // between calls: after the first call for a batch size, no allocation.
+  // Layers run one after the other over the whole batch on the thread pool,
+  // except that a batch of two images or more per worker takes each image
+  // through the leading feature-map layers (convolutions, pools) on one
+  // worker while its maps are small (see model.cc).
   void forward(const float* in, int64_t batch, const Shape& input, float* out) const;
 
   // The same on a Tensor of shape (N, C, H, W) or (N, F); returns (N, ...).
