@@ -165,6 +165,30 @@ def test_csrmv_x_loads_is_the_gather_kernel_bit_for_bit(rng, isa, epilogue, row_
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("x_loads", [False, True])
+@pytest.mark.parametrize("epilogue", ["none", "bias+relu"])
+def test_csrmv_accumulates_into_y(rng, isa, index_bits, x_loads, epilogue):
+    """With y_init, csrmv adds every row's sum (all tails: row lengths 0..49) to
+    what y holds, then the bias and ReLU (a long x's vector panels)."""
+    if x_loads and index_bits == 32:
+        pytest.skip("x_loads is a 16-bit kernel")
+    rows, cols = 50, 300
+    dense = every_row_length(rng, rows, cols)
+    x = make_x(rng, cols, None)
+    y0 = rng.standard_normal(rows).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32) if epilogue != "none" else None
+    relu = epilogue == "bias+relu"
+    actual = run_kernel(isa, dense, x, bias, relu, index_bits=index_bits, y_init=y0, x_loads=x_loads,
+                        row_begin=3, row_end=47)
+    expected = y0.astype(np.float64) + reference(dense, x, bias)
+    expected = np.maximum(expected, 0.0) if relu else expected
+    check(actual[3:47], expected[3:47])
+    np.testing.assert_array_equal(actual[:3], y0[:3])  # rows outside the range keep y
+    np.testing.assert_array_equal(actual[47:], y0[47:])
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_csrmv_x_loads_reads_the_last_columns(rng, isa):
     """Indices up to 65535 (the widest x a 16-bit index reaches)."""
     cols = 65536
@@ -386,6 +410,34 @@ def test_avx2_matches_scalar_on_column_windows(rng, n):
         got = {isa: run_kernel(isa, dense, x, y_init=y0, column_window=window, row_begin=2, row_end=37,
                                col_begin=1, col_end=n) for isa in ("scalar", "avx2")}
         check(got["avx2"], got["scalar"].astype(np.float64))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("cols,density,rows", [(6145, 0.05, 40), (8192, 0.1, 300), (25088, 0.04, 97),
+                                               (70000, 0.01, 24), (9000, 0.0005, 30)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_long_x_runs_vector_panel_by_panel_exactly_as_numpy(rng, monkeypatch, restore_threads, isa, cols,
+                                                            density, rows, threads):
+    """At batch 1, an x longer than L1 holds (over 6,144 columns) is walked in
+    slices of at most 4,096 columns (WeightedLayer's vector panels), each
+    row range once per slice, adding into y: the uneven last slice (6,145 and
+    25,088 columns), indices relative to their slice (70,000 columns: 32-bit in
+    the CSR, 16-bit in the panels), empty rows and rows without nonzeros in some
+    slices, row ranges split over 1-3 workers, and the bias + ReLU on the last
+    slice must give the plain product. At 0.05 % density (under 16 nonzeros per
+    row and slice) there are no panels: the plain csrmv."""
+    import sparsenet
+
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    sparsenet.set_num_threads(threads)
+    dense = sparse_dense_array((rows, cols), density, rng)
+    dense[5] = 0
+    dense[7, : cols // 2] = 0  # nonzeros only in the later slices
+    bias = rng.standard_normal(rows).astype(np.float32)
+    model = sparsenet.Model([sparsenet.Linear(dense, bias), sparsenet.ReLU()], backend="sparse")
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    expected = np.maximum(x.astype(np.float64) @ dense.T.astype(np.float64) + bias, 0.0)
+    check(model(x), expected)
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -94,8 +94,8 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   if (x_loads && (!as_vector || index_bits != 16))
     throw ShapeError("x_loads is for csrmv with 16-bit indices");
   FloatArray y = as_vector ? FloatArray(rows) : FloatArray({rows, static_cast<int64_t>(n)});
-  if (y_init) {  // csrmm accumulating into Y
-    if (as_vector || y_init->size() != y.size()) throw ShapeError("y_init must be (rows, n) for csrmm");
+  if (y_init) {  // accumulating into y / Y
+    if (y_init->size() != y.size()) throw ShapeError("y_init must be (rows,) for csrmv, (rows, n) for csrmm");
     std::copy(y_init->data(), y_init->data() + y_init->size(), y.mutable_data());
   } else {
     std::fill(y.mutable_data(), y.mutable_data() + y.size(), -12345.0f);  // untouched marker
@@ -408,8 +408,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
         py::arg("col_end") = -1, py::arg("y_init") = py::none(), py::arg("column_window") = py::none(),
         py::arg("x_loads") = false, py::arg("prefetch") = false,
-        "Run one registry kernel directly (tests and benchmarks only). csrmm only: y_init "
-        "(rows, n) makes it accumulate; column_window (lo, hi) restricts it to those weight columns. "
+        "Run one registry kernel directly (tests and benchmarks only). y_init (rows,) or "
+        "(rows, n) makes it accumulate; csrmm only: column_window (lo, hi) restricts it to those weight columns. "
         "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers). "
         "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead; the same result).");
   m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("isa"), py::arg("w"),

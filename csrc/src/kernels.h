@@ -33,7 +33,9 @@ struct Epilogue {
   bool accumulate = false;
 };
 
-// y[r] = epilogue(sum_k values[k] * x[col_idx[k]]) for r in [row_begin, row_end).
+// y[r] = epilogue(sum_k values[k] * x[col_idx[k]]) for r in [row_begin, row_end);
+// with ep.accumulate the sum is added to what y[r] holds (column panels of a
+// long x, see WeightedLayer::build_vector_panels).
 template <typename Index>
 using CsrmvKernel = void (*)(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin,
                              size_t row_end, float* y);

@@ -182,6 +182,45 @@ std::vector<uint32_t> column_panel_starts(const CsrMatrix& w, int64_t width, siz
 
 size_t WeightedLayer::panel_batch() const { return kPanelBatch; }
 
+namespace {
+// Vector panels (see vector_starts_): x slices of at most this many floats
+// (16 KiB, half of a 32 KiB L1D, beside the value and index streams).
+constexpr int64_t kVectorPanelFloats = 4096;
+// ... and only while a row keeps about this many nonzeros per panel.
+constexpr double kVectorPanelMinRowNonzeros = 16.0;
+}  // namespace
+
+void WeightedLayer::build_vector_panels() {
+  const double density = sparse_.density();
+  if (backend_ == Backend::kDense || rows_ == 0 || static_cast<size_t>(cols_) <= kL1VectorFloats)
+    return;
+  const int64_t panels = (cols_ + kVectorPanelFloats - 1) / kVectorPanelFloats;
+  const int64_t width = ((cols_ + panels - 1) / panels + 63) / 64 * 64;
+  if (density * static_cast<double>(width) < kVectorPanelMinRowNonzeros) return;
+  const size_t rows = static_cast<size_t>(rows_);
+  const size_t count = static_cast<size_t>((cols_ + width - 1) / width);
+  const std::vector<uint32_t> csr_starts = column_panel_starts(sparse_, width, count);
+  const bool narrow = sparse_.narrow_indices();
+  vector_starts_.resize(count * (rows + 1));
+  vector_values_.resize(nnz_);
+  vector_col16_.resize(nnz_);
+  size_t next = 0;
+  for (size_t p = 0; p < count; ++p) {
+    const uint32_t first = static_cast<uint32_t>(static_cast<int64_t>(p) * width);
+    for (size_t r = 0; r < rows; ++r) {
+      vector_starts_[p * (rows + 1) + r] = static_cast<uint32_t>(next);
+      for (uint32_t k = csr_starts[p * rows + r]; k < csr_starts[(p + 1) * rows + r]; ++k, ++next) {
+        vector_values_[next] = sparse_.values()[k];
+        vector_col16_[next] = static_cast<uint16_t>((narrow ? sparse_.col16()[k] : sparse_.col32()[k]) - first);
+      }
+    }
+    vector_starts_[p * (rows + 1) + rows] = static_cast<uint32_t>(next);
+  }
+  vector_panels_ = count;
+  vector_width_ = static_cast<size_t>(width);
+  vector_loads_ = isa_ == Isa::kAvx2 && csrmv_l1_loads_win();
+}
+
 void WeightedLayer::build_column_panels() {
   const double density = sparse_.density();
   if (backend_ == Backend::kDense || rows_ == 0 || density <= 0.0) return;
@@ -365,7 +404,18 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
   const KernelTable& k = kernel_table(isa_);
   const uint32_t* rp = sparse_.row_ptr().data();
   const float* v = sparse_.values().data();
-  if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1) {
+  if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1 && vector_panels_ > 0) {
+    // x in L1-sized slices: the row range once per panel, adding into y.
+    const size_t rows = static_cast<size_t>(rows_);
+    for (size_t p = 0; p < vector_panels_; ++p) {
+      const bool last = p + 1 == vector_panels_;
+      const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
+      const CsrRef<uint16_t> panel{vector_starts_.data() + p * (rows + 1), vector_col16_.data(),
+                                   vector_values_.data()};
+      (vector_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(panel, x + p * vector_width_, pe, row_begin,
+                                                     row_end, y);
+    }
+  } else if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1) {
     if (sparse_.narrow_indices())
       (csrmv_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)({rp, sparse_.col16().data(), v}, x, ep,
                                                    row_begin, row_end, y);
@@ -509,6 +559,7 @@ Linear::Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Back
                     kAutoLinearSparseDensity) {
   mix_signature(1);  // kind: linear
   build_column_panels();
+  build_vector_panels();
 }
 
 Shape Linear::output_shape(const Shape& input) const {

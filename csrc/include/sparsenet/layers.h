@@ -163,6 +163,10 @@ class WeightedLayer : public Layer {
   // contiguous chunks of this many columns (see Linear::forward).
   size_t panel_batch() const;
   bool has_column_panels() const { return panels_ > 0; }
+  // Builds the vector panels (see vector_starts_) if x of the batch-1 product
+  // is too long for L1; Linear calls it once from its constructor.
+  void build_vector_panels();
+  size_t vector_panels() const { return vector_panels_; }
 
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
   // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
@@ -218,6 +222,21 @@ class WeightedLayer : public Layer {
   std::vector<float> panel_values_;
   std::vector<uint16_t> panel_col16_;
   std::vector<uint32_t> panel_col32_;
+  // Vector panels, for the batch-1 product (csrmv) when x is longer than L1
+  // holds: panel p covers weight columns [p * w, (p + 1) * w), w =
+  // vector_width_ (x slice at most 16 KiB), and the walk takes a row range
+  // panel after panel, adding each panel's sums into y (bias and ReLU with the
+  // last), so that x is read from L1 by scalar loads instead of gathers from L2.
+  // The nonzeros are copied panel-major (vector_values_, vector_col16_ with
+  // column indices relative to the panel, so 16-bit whatever the layer's width):
+  // panel p's row r holds [vector_starts_[i], vector_starts_[i + 1]) with
+  // i = p * (rows_ + 1) + r. Empty unless build_vector_panels chose panels.
+  size_t vector_panels_ = 0;
+  size_t vector_width_ = 0;
+  bool vector_loads_ = false;  // csrmv_u16_l1 on the panels: loads beat gathers from L1
+  std::vector<uint32_t> vector_starts_;  // vector_panels_ * (rows_ + 1)
+  std::vector<float> vector_values_;
+  std::vector<uint16_t> vector_col16_;
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
   mutable std::map<int64_t, Choice> choices_;

@@ -77,6 +77,7 @@ void csrmv(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin, size_
       k += 8;
     }
     float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
+    if (ep.accumulate) acc += y[r];
     for (; k < end; ++k) acc += a.values[k] * x[a.col_idx[k]];
     y[r] = apply_epilogue(acc, ep, r);
   }

@@ -9,7 +9,7 @@ template <typename Index>
 void csrmv(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
            float* y) {
   for (size_t r = row_begin; r < row_end; ++r) {
-    float acc = 0.0f;
+    float acc = ep.accumulate ? y[r] : 0.0f;
     for (uint32_t k = a.row_ptr[r]; k < a.row_ptr[r + 1]; ++k) acc += a.values[k] * x[a.col_idx[k]];
     y[r] = apply_epilogue(acc, ep, r);
   }
