@@ -12,6 +12,8 @@
 // Built with -mavx2 -mfma only.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "../../src/kernels.h"
 
 namespace sparsenet {
@@ -27,6 +29,25 @@ inline __m256i load_index8(const uint32_t* p) {
 template <typename Index>
 inline __m256 gather8(const float* x, const Index* c) {
   return _mm256_i32gather_ps(x, load_index8(c), 4);
+}
+
+// 16-bit indices: four per 64-bit load, taken apart with shifts. Eight
+// index loads per eight x loads left this kernel load-port bound with x in L1
+// (Zen 4, 4096x4096 at 10 %: 0.47 -> 0.43 ms in a C++ probe).
+inline __m256 load8(const float* x, const uint16_t* c) {
+  uint64_t a, b;
+  std::memcpy(&a, c, sizeof a);
+  std::memcpy(&b, c + 4, sizeof b);
+  const auto at = [x](uint64_t q, int shift) { return _mm_load_ss(x + ((q >> shift) & 0xffff)); };
+  __m128 lo = at(a, 0);
+  lo = _mm_insert_ps(lo, at(a, 16), 0x10);
+  lo = _mm_insert_ps(lo, at(a, 32), 0x20);
+  lo = _mm_insert_ps(lo, at(a, 48), 0x30);
+  __m128 hi = at(b, 0);
+  hi = _mm_insert_ps(hi, at(b, 16), 0x10);
+  hi = _mm_insert_ps(hi, at(b, 32), 0x20);
+  hi = _mm_insert_ps(hi, at(b, 48), 0x30);
+  return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
 }
 
 template <typename Index>
