@@ -88,7 +88,7 @@ def test_backend_assignment(arch):
     for i, layer in enumerate(layers):
         if i % 2 == 0:  # one measured choice per input size: batch 1 and batch 3 for Linear, one map size for Conv2d
             expected_keys = {1, 3} if isinstance(layer, Linear) else 2
-            assert set(layer.choices.values()) <= {"sparse", "dense", "dense-direct"}
+            assert set(layer.choices.values()) <= {"sparse", "dense", "dense-direct", "dense-winograd"}
             assert (set(layer.choices) == expected_keys if isinstance(layer, Linear)
                     else len(layer.choices) == expected_keys), (layer.name, layer.choices)
         else:
@@ -310,12 +310,12 @@ def test_only_auto_stride_1_convolutions_run_dense_direct(rng):
     dense = Model([Conv2d(weight, None)], backend="dense").layers[0]._core
     with pytest.raises(sparsenet.FormatError, match="only an auto layer can pin a choice; this one is dense"):
         dense._pin_choice("dense")
-    with pytest.raises(sparsenet.FormatError, match="not one of: sparse, dense, dense-direct"):
+    with pytest.raises(sparsenet.FormatError, match="not one of: sparse, dense, dense-direct, dense-winograd"):
         dense._pin_choice("direct")
 
 
-def test_auto_measures_dense_direct_and_can_choose_it(rng, restore_threads):
-    """An unpruned mnist_cnn-like convolution: auto times all three choices once
+def test_auto_measures_dense_direct_and_winograd_and_can_choose_them(rng, restore_threads):
+    """An unpruned mnist_cnn-like convolution: auto times all four choices once
     per input size, and the result matches whichever it kept."""
     sparsenet.set_num_threads(1)
     weight = sparse_dense_array((64, 32, 5, 5), 1.0, rng)
@@ -323,7 +323,71 @@ def test_auto_measures_dense_direct_and_can_choose_it(rng, restore_threads):
     x = rng.standard_normal((4, 32, 14, 14)).astype(np.float32)
     assert_close(model(x), ref_conv2d(x, weight, None, 1, 2))
     (choice,) = model.layers[0].choices.values()
-    assert choice in {"sparse", "dense", "dense-direct"}
+    assert choice in {"sparse", "dense", "dense-direct", "dense-winograd"}
+    assert_close(model(x), ref_conv2d(x, weight, None, 1, 2))  # after a measurement that kept or freed Winograd's weights
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("conv", [
+    dict(kernel=3, padding=1, size=(7, 9), channels=(8, 16)),     # F(4x4, 3x3); partial tiles on both axes
+    dict(kernel=3, padding=0, size=(13, 70), channels=(9, 13)),   # 17 tiles a row: 3 lane groups, the last one of 1
+    dict(kernel=5, padding=2, size=(14, 14), channels=(32, 64)),  # mnist_cnn's conv2, F(2x2, 5x5)
+    dict(kernel=5, padding=1, size=(6, 5), channels=(8, 7)),      # 4x3 outputs; a register tile of one channel
+    dict(kernel=3, padding=1, size=(40, 41), channels=(20, 30)),  # 20 lane groups in 3 blocks of up to 8
+    dict(kernel=3, padding=2, size=(1, 2), channels=(8, 6)),      # a map smaller than the kernel, padded
+])
+def test_dense_winograd_convolution_matches_reference(rng, monkeypatch, restore_threads, isa, conv):
+    """Auto's fourth choice, pinned, on both ISAs: Winograd's transforms and
+    the products between them against a float64 reference, with and without
+    bias and fused ReLU, at 1 to 3 threads and batches below and above the
+    thread count (blocks over the workers for a single image, images over
+    them for a batch)."""
+    monkeypatch.setenv("SPARSENET_ISA", isa)
+    cin, cout = conv["channels"]
+    weight = sparse_dense_array((cout, cin, conv["kernel"], conv["kernel"]), 0.7, rng)
+    bias = rng.standard_normal(cout).astype(np.float32)
+    with_relu = Model([Conv2d(weight, bias, padding=conv["padding"]), ReLU()], backend="auto")
+    plain = Model([Conv2d(weight, None, padding=conv["padding"])], backend="auto")
+    monkeypatch.delenv("SPARSENET_ISA")
+    for model in (with_relu, plain):
+        assert model.layers[0]._core.isa == isa
+        model.layers[0]._core._pin_choice("dense-winograd")
+    for threads in (1, 2, 3):
+        sparsenet.set_num_threads(threads)
+        for batch in (1, 2, 5):
+            x = rng.standard_normal((batch, cin, *conv["size"])).astype(np.float32)
+            reference = ref_conv2d(x, weight, bias, 1, conv["padding"])
+            assert_close(with_relu(x), ref_relu(reference))
+            assert_close(plain(x), reference - bias[None, :, None, None])
+    assert with_relu.layers[0].choices == {}  # pinned: nothing measured
+
+
+def test_dense_winograd_agrees_with_its_direct_twin(rng, restore_threads):
+    """On one layer, Winograd convolution and dense direct convolution (no
+    transforms: every multiply-add of the window) give the same maps to float
+    rounding, for inputs far from zero mean too (where the transforms'
+    cancellations lose the most)."""
+    weight = sparse_dense_array((24, 16, 3, 3), 1.0, rng)
+    bias = rng.standard_normal(24).astype(np.float32)
+    direct = Model([Conv2d(weight, bias, padding=1)], backend="auto")
+    winograd = Model([Conv2d(weight, bias, padding=1)], backend="auto")
+    direct.layers[0]._core._pin_choice("dense-direct")
+    winograd.layers[0]._core._pin_choice("dense-winograd")
+    for offset in (0.0, 10.0):
+        x = (rng.standard_normal((2, 16, 23, 31)) + offset).astype(np.float32)
+        assert_close(winograd(x), direct(x), rtol=2e-5)
+
+
+def test_only_auto_stride_1_3x3_and_5x5_convolutions_of_8_channels_run_winograd(rng):
+    can_run = lambda weight, backend, **kw: Model([Conv2d(weight, None, **kw)], backend=backend).layers[0]._core._can_run("dense-winograd")
+    w3 = sparse_dense_array((6, 8, 3, 3), 0.8, rng)
+    assert can_run(w3, "auto", padding=1) and can_run(sparse_dense_array((6, 8, 5, 5), 0.8, rng), "auto")
+    assert not can_run(w3, "dense") and not can_run(w3, "sparse")
+    assert not can_run(w3, "auto", stride=2)
+    assert not can_run(sparse_dense_array((6, 7, 3, 3), 0.8, rng), "auto")  # fewer than 8 input channels
+    assert not can_run(sparse_dense_array((6, 8, 3, 5), 0.8, rng), "auto")  # not square
+    assert not can_run(sparse_dense_array((6, 8, 7, 7), 0.8, rng), "auto")
+    assert not can_run(sparse_dense_array((6, 8, 3, 3), 0.05, rng), "auto")  # always sparse
 
 
 @pytest.mark.parametrize("pool", [

@@ -174,7 +174,8 @@ Choice parse_choice(const std::string& s) {
   if (s == "sparse") return Choice::kSparse;
   if (s == "dense") return Choice::kDense;
   if (s == "dense-direct") return Choice::kDenseDirect;
-  throw FormatError("choice '" + s + "' is not one of: sparse, dense, dense-direct");
+  if (s == "dense-winograd") return Choice::kDenseWinograd;
+  throw FormatError("choice '" + s + "' is not one of: sparse, dense, dense-direct, dense-winograd");
 }
 
 FloatArray model_forward(const Model& model, const FloatArray& x) {
@@ -310,7 +311,7 @@ PYBIND11_MODULE(_core, m) {
                                return out;
                              },
                              "An auto layer's measured choices: input-size key -> 'sparse', 'dense' "
-                             "or (stride-1 convolutions) 'dense-direct'.")
+                             "or (stride-1 convolutions) 'dense-direct' or 'dense-winograd'.")
       .def("_pin_choice", [](WeightedLayer& l, const std::string& choice) { l.pin_choice(parse_choice(choice)); },
            py::arg("choice"), "Run `choice` for every input size, measuring nothing (tests only).")
       .def("_can_run", [](const WeightedLayer& l, const std::string& choice) { return l.can_run(parse_choice(choice)); },

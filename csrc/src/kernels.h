@@ -69,6 +69,30 @@ using ConvDenseKernel = void (*)(const float* w, size_t ldw, size_t m, const uin
 // with max(a, b) = a < b ? b : a (std::max), so both ISAs treat NaN and -0 alike.
 using MaxPool2x2Kernel = void (*)(const float* top, size_t w, size_t n, float* d);
 
+// Winograd convolution F(m x m, r x r) (Lavin & Gray, CVPR 2016) on 6 x 6
+// input tiles: F(4x4, 3x3) and F(2x2, 5x5), kWinogradLanes tiles at once, one
+// per lane. The matrices are Toom-Cook's at the points 0, 1, -1, 2, -2 and
+// infinity (winograd.cc derives them and checks they equal these; the AVX2
+// kernels have them written out as adds and multiply-adds).
+constexpr size_t kWinogradLanes = 8;
+constexpr size_t kWinogradN = 6;
+constexpr float kWinogradBT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+constexpr float kWinogradAT4[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0},
+                                      {0, 1, -1, 8, -8, 1}};
+constexpr float kWinogradAT2[2][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 1}};
+// Input: V[a][b] = sum_ij BT[a][i] d[i][j] BT[b][j] (V = BT d B), where
+// d[i][j] of the lanes is the kWinogradLanes floats at rows[i] + cols[j] (the
+// tiles' input, m floats apart, stored phase by phase so that they are
+// contiguous); V[a][b] goes to v + (a * 6 + b) * ldv.
+using WinogradInputKernel = void (*)(const float* const* rows, const size_t* cols, float* v,
+                                     size_t ldv);
+// Output, m = 2 or 4: Y[a][b] = act(sum_ij AT[a][i] M[i][j] AT[b][j] + bias)
+// (Y = AT M A), M[i][j] of the lanes at mm + (i * 6 + j) * ldm; lane l's
+// Y[a][b] is y[a * ldy + l * m + b], stored for a < rows and l * m + b < cols.
+using WinogradOutputKernel = void (*)(const float* mm, size_t ldm, size_t m, float bias, bool relu,
+                                      float* y, size_t ldy, size_t rows, size_t cols);
+
 #define SPARSENET_DECLARE_KERNELS(isa)                                                        \
   void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmv_u32_##isa(CsrRef<uint32_t>, const float*, Epilogue, size_t, size_t, float*); \
@@ -78,7 +102,10 @@ using MaxPool2x2Kernel = void (*)(const float* top, size_t w, size_t n, float* d
                            size_t, size_t, float*, size_t);                                   \
   void f32_conv_dense_##isa(const float*, size_t, size_t, const uint32_t*, size_t, const float*, \
                             size_t, Epilogue, size_t, float*, size_t);                         \
-  void f32_maxpool2x2_##isa(const float*, size_t, size_t, float*);
+  void f32_maxpool2x2_##isa(const float*, size_t, size_t, float*);                            \
+  void f32_winograd_input_##isa(const float* const*, const size_t*, float*, size_t);           \
+  void f32_winograd_output_##isa(const float*, size_t, size_t, float, bool, float*, size_t,     \
+                                 size_t, size_t);
 
 SPARSENET_DECLARE_KERNELS(scalar)
 SPARSENET_DECLARE_KERNELS(avx2)
@@ -96,6 +123,8 @@ struct KernelTable {
   CsrmmKernel<uint32_t> csrmm_u32;
   ConvDenseKernel conv_dense;
   MaxPool2x2Kernel maxpool2x2;
+  WinogradInputKernel winograd_input;
+  WinogradOutputKernel winograd_output;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

@@ -77,7 +77,8 @@ const char* choice_name(Choice choice) {
   switch (choice) {
     case Choice::kSparse: return "sparse";
     case Choice::kDense: return "dense";
-    default: return "dense-direct";
+    case Choice::kDenseDirect: return "dense-direct";
+    default: return "dense-winograd";
   }
 }
 
@@ -265,6 +266,14 @@ std::vector<std::pair<int64_t, Choice>> WeightedLayer::choices() const {
   return {choices_.begin(), choices_.end()};
 }
 
+bool WeightedLayer::has_chosen(Choice choice) const {
+  std::lock_guard<std::mutex> lock(choices_mutex_);
+  if (pinned_) return *pinned_ == choice;
+  for (const auto& kv : choices_)
+    if (kv.second == choice) return true;
+  return false;
+}
+
 bool WeightedLayer::can_run(Choice choice) const {
   switch (choice) {
     case Choice::kSparse: return backend_ != Backend::kDense;
@@ -340,16 +349,16 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
       return run(chosen, false);
     }
   }
-  // Best of runs in rotating order (sparse, dense[, direct], then starting one
+  // Best of runs in rotating order (sparse, dense[, direct, winograd], then starting one
   // later each round), so that first-touch and cache effects fall on all; a
   // third round unless the first two were costly and the fastest clearly (1.5x)
   // ahead of the next: on a shared machine one slow run can otherwise decide a
   // close call.
-  Choice candidates[3];
+  Choice candidates[4];
   size_t count = 0;
-  for (Choice c : {Choice::kSparse, Choice::kDense, Choice::kDenseDirect})
+  for (Choice c : {Choice::kSparse, Choice::kDense, Choice::kDenseDirect, Choice::kDenseWinograd})
     if (can_run(c)) candidates[count++] = c;
-  double best[3] = {1e300, 1e300, 1e300};
+  double best[4] = {1e300, 1e300, 1e300, 1e300};
   size_t fastest = 0;
   for (size_t round = 0; round < 3; ++round) {
     double total = 0.0;
@@ -700,6 +709,7 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // the im2col patch matrix
     floats = std::max(floats, static_cast<size_t>(cols()) * static_cast<size_t>(out[1] * out[2]));
+  if (can_run(Choice::kDenseWinograd)) floats = std::max(floats, winograd_scratch_floats(out[1], out[2]));
   return floats;
 }
 
@@ -1020,11 +1030,13 @@ void Conv2d::forward(const TensorView& in, const MutableTensorView& out,
     if (!measure) return forward_with(choice, in, out, ctx);
     forward_with(choice, {in.data, sample, in.shape}, {out.data, sample, out.shape}, ctx);
   });
+  if (can_run(Choice::kDenseWinograd)) release_unchosen_winograd();
 }
 
 bool Conv2d::can_run(Choice choice) const {
   if (choice == Choice::kDenseDirect)
     return backend() == Backend::kAuto && direct_capable() && !dense_weight().empty();
+  if (choice == Choice::kDenseWinograd) return winograd_tile() > 0;
   return WeightedLayer::can_run(choice);
 }
 
@@ -1049,6 +1061,10 @@ void Conv2d::forward_with(Choice choice, const TensorView& in, const MutableTens
   }
   if (choice == Choice::kDenseDirect) {
     forward_dense_direct(in, out, ctx);
+    return;
+  }
+  if (choice == Choice::kDenseWinograd) {
+    forward_winograd(in, out, ctx);
     return;
   }
   const Backend backend = choice == Choice::kSparse ? Backend::kSparse : Backend::kDense;

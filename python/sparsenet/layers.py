@@ -211,8 +211,8 @@ class _Weighted(Layer):
     @property
     def choices(self) -> dict:
         """For backend "auto": what was measured fastest per input size so far,
-        "sparse", "dense" or (stride-1 convolutions) "dense-direct" (key: the
-        batch bucket for Linear, a hash of map size and batch bucket for Conv2d)."""
+        "sparse", "dense" or (stride-1 convolutions) "dense-direct" or "dense-winograd"
+        (key: the batch bucket for Linear, a hash of map size and batch bucket for Conv2d)."""
         core = getattr(self, "_core", None)
         return dict(core.choices) if core is not None else {}
 

@@ -35,9 +35,10 @@ const char* backend_name(Backend backend);
 
 // What runs a layer for one input size: the sparse or the dense (BLAS) backend,
 // or, chosen only by backend=kAuto for stride-1 convolutions, dense direct
-// convolution (the dense weights against the padded input, no im2col; see Conv2d).
-enum class Choice { kSparse, kDense, kDenseDirect };
-const char* choice_name(Choice choice);  // "sparse", "dense", "dense-direct"
+// convolution (the dense weights against the padded input, no im2col) or, for
+// 3x3 and 5x5 ones, dense Winograd convolution (see Conv2d).
+enum class Choice { kSparse, kDense, kDenseDirect, kDenseWinograd };
+const char* choice_name(Choice choice);  // "sparse", "dense", "dense-direct", "dense-winograd"
 
 // backend=kAuto: layers at most this dense always run sparse (measured on a
 // 2-core AVX2 machine against OpenBLAS: sparse FC layers win at 5 % at every
@@ -130,6 +131,8 @@ class WeightedLayer : public Layer {
   // (tests, and reproducing a measured plan); throws FormatError for a layer
   // that is not auto or cannot run it.
   void pin_choice(Choice choice);
+  // True if the layer is pinned to `choice` or chose it for some input size.
+  bool has_chosen(Choice choice) const;
   virtual bool can_run(Choice choice) const;
   Isa isa() const { return isa_; }                 // ISA of the sparse kernels
   int64_t rows() const { return rows_; }
@@ -261,7 +264,12 @@ class Linear : public WeightedLayer {
 // Dense: per image, W times the im2col patch matrix (sgemm). Dense direct (an
 // auto layer's third choice, stride 1): the dense weights against the padded
 // input in register tiles of 6 output channels x 16 output columns of one
-// output row (kernels.h, ConvDenseKernel). Sparse, stride 1:
+// output row (kernels.h, ConvDenseKernel). Dense Winograd (an auto layer's
+// fourth choice, stride 1, 3x3 or 5x5 kernels, at least 8 input channels):
+// F(4x4, 3x3) or F(2x2, 5x5) over 6x6 input tiles (Lavin & Gray, CVPR 2016),
+// 36 products of the transformed weights (built on first use) by the
+// transformed input tiles, 2.8-4x fewer multiply-adds than direct
+// convolution. Sparse, stride 1:
 // direct sparse convolution (Park et al., ICLR 2017) -- each nonzero's column
 // becomes an offset into the zero-padded input, so an output row is a sum of
 // weights times contiguous input runs, with no im2col lowering; computed in
@@ -304,6 +312,24 @@ class Conv2d : public WeightedLayer {
                       const ForwardContext& ctx) const;
   void forward_dense_direct(const TensorView& in, const MutableTensorView& out,
                             const ForwardContext& ctx) const;
+  // Winograd convolution: the output tile m (0: this layer cannot run it), the
+  // tiles per block (the transformed input and products of a block stay in L2)
+  // and the transformed weights, built on first use.
+  struct Winograd {
+    size_t m = 0;                   // output tiles m x m (from 6 x 6 input tiles)
+    std::vector<float> u;           // G g GT: 36 x rows() x in_channels
+    std::vector<uint32_t> offsets;  // c * winograd_block_tiles(): rows of a block's V
+  };
+  size_t winograd_tile() const;
+  size_t winograd_block_tiles() const;
+  size_t winograd_scratch_floats(int64_t out_h, int64_t out_w) const;  // per worker
+  std::shared_ptr<const Winograd> winograd() const;
+  // Frees the transformed weights (4x the dense weights for 3x3 kernels) once
+  // the measurement that built them chose something else for every input size
+  // met so far; a later measurement builds them again.
+  void release_unchosen_winograd() const;
+  void forward_winograd(const TensorView& in, const MutableTensorView& out,
+                        const ForwardContext& ctx) const;
   // Channels [c0, c1) of one image into its zero-padded copy (padded_image_floats
   // in layers.cc), the tail past the last plane too when c1 == in_channels.
   void pad_channels(const float* image, float* padded, int64_t height, int64_t width, int64_t c0,
@@ -316,6 +342,8 @@ class Conv2d : public WeightedLayer {
   mutable std::mutex plan_mutex_;
   mutable int64_t plan_height_ = -1, plan_width_ = -1;
   mutable std::shared_ptr<const DirectPlan> plan_;
+  mutable std::mutex winograd_mutex_;
+  mutable std::shared_ptr<const Winograd> winograd_;
 };
 
 enum class PoolMode { kMax, kAverage };
