@@ -167,14 +167,15 @@ def sweep_cases() -> list[LayerCase]:
     return cases
 
 
-def layer_params(cases: Iterable[LayerCase], batches: Sequence[int], large_batches: Sequence[int] = ()) -> list:
+def layer_params(cases: Iterable[LayerCase], batches: Sequence[int], large_batches: Sequence[int] = (),
+                 backends: Sequence[str] = BACKENDS) -> list:
     """pytest params in run order: case, then batch, then backend, so the cache
     below builds each case's weights once and sparse/dense run back to back."""
     params = []
     for case in cases:
         for batch in (*batches, *large_batches):
             marks = [pytest.mark.large] if batch in large_batches else []
-            for backend in BACKENDS:
+            for backend in backends:
                 params.append(pytest.param(case, batch, backend, id=case.case_id(batch, backend), marks=marks))
     return params
 
@@ -291,6 +292,9 @@ def run_case(benchmark: Any, config: pytest.Config, model: sparsenet.Model, x: n
     extra.update(backend=backend, batch=batch, input_shape=list(x.shape[1:]), threads=sparsenet.get_num_threads(),
                  isa=sparsenet.kernel_info()["isa"], rounds=rounds, iterations=iterations, **cost)
     extra["density_actual"] = cost["nnz"] / max(1, cost["dense_params"])
+    if backend == "auto":  # what auto measured fastest, per weighted layer
+        extra["choices"] = {layer.name: sorted(set(layer.choices.values()))
+                            for layer in model.layers if getattr(layer, "choices", None)}
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing measured
         return
     median = benchmark.stats.stats.median
@@ -341,6 +345,9 @@ def run_peer_case(benchmark: Any, config: pytest.Config, runner: Any, reference:
                  input_shape=list(x.shape[1:]), threads=peer_threads(config), rounds=rounds, iterations=iterations,
                  **cost)
     extra["density_actual"] = cost["nnz"] / max(1, cost["dense_params"])
+    if backend == "auto":  # what auto measured fastest, per weighted layer
+        extra["choices"] = {layer.name: sorted(set(layer.choices.values()))
+                            for layer in model.layers if getattr(layer, "choices", None)}
     if benchmark.stats is None:
         return
     median = benchmark.stats.stats.median
