@@ -27,6 +27,8 @@ constexpr size_t kWinogradBlockBytes = 512 * 1024;
 // Below this many multiply-adds per image (of direct convolution) a layer
 // runs on one thread, as dense direct convolution does.
 constexpr double kMinParallelWinogradWork = 256.0 * 1024.0;
+// Phase copies of at least this many floats (1 MiB) are filled by all workers.
+constexpr size_t kParallelPhaseFloats = 256 * 1024;
 
 // Toom-Cook matrices of F(m, r), n = m + r - 1 (Lavin & Gray, CVPR 2016, as
 // Lavin's wincnn derives them): the interpolation points 0, 1, -1, 2, -2 and
@@ -225,8 +227,9 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
 
   // phase[(c * phase_rows + row) * m + p][u] = the padded input at (row, u * m + p):
   // tile column x's input columns x * m + j lie at phase j % m, x + j / m.
-  const auto fill_phase = [&](const float* image, float* phase) {
-    for (size_t c = 0; c < channels; ++c)
+  // Channels [c0, c1) of one image.
+  const auto fill_phase = [&](const float* image, float* phase, size_t c0, size_t c1) {
+    for (size_t c = c0; c < c1; ++c)
       for (size_t row = 0; row < t.phase_rows; ++row) {
         float* dst = phase + (c * t.phase_rows + row) * m * t.phase_len;
         const int64_t y = static_cast<int64_t>(row) - pad_h_;
@@ -235,11 +238,17 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
           continue;
         }
         const float* src = image + (static_cast<int64_t>(c) * height + y) * width;
-        for (size_t p = 0; p < m; ++p)
-          for (size_t u = 0; u < t.phase_len; ++u) {
-            const int64_t x = static_cast<int64_t>(u * m + p) - pad_w_;
-            dst[p * t.phase_len + u] = (x >= 0 && x < width) ? src[x] : 0.0f;
-          }
+        for (size_t p = 0; p < m; ++p, dst += t.phase_len) {
+          // u in [lo, hi) reads the row (x = u * m + p - pad_w in [0, width)); the rest is padding.
+          const int64_t first = pad_w_ - static_cast<int64_t>(p);
+          const size_t lo = std::min(t.phase_len, static_cast<size_t>(std::max<int64_t>(0, (first + static_cast<int64_t>(m) - 1) / static_cast<int64_t>(m))));
+          const size_t hi = std::min(t.phase_len, static_cast<size_t>(std::max<int64_t>(
+              0, (width + first + static_cast<int64_t>(m) - 1) / static_cast<int64_t>(m))));
+          std::fill(dst, dst + lo, 0.0f);
+          const float* from = src + (static_cast<int64_t>(lo * m) - first);
+          for (size_t u = lo; u < hi; ++u, from += m) dst[u] = *from;
+          std::fill(dst + std::max(lo, hi), dst + t.phase_len, 0.0f);
+        }
       }
   };
   size_t phase_cols[kWinogradN];
@@ -281,7 +290,7 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
   const size_t prod_offset = vm_offset + nn * v_stride;
   const auto whole_image = [&](size_t image, size_t worker) {
     float* s = worker_scratch(worker);
-    fill_phase(in.data + image * in_stride, s);
+    fill_phase(in.data + image * in_stride, s, 0, channels);
     for (size_t b = 0; b < blocks; ++b)
       run_block(s, s + vm_offset, s + prod_offset, out.data + image * outs * plane, b);
   };
@@ -297,10 +306,17 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) { whole_image(image, worker); });
     return;
   }
-  // Few images: one phase copy (worker 0's scratch), blocks over the workers.
+  // Few images: one phase copy (worker 0's scratch), filled and then read by all workers.
   for (size_t image = 0; image < batch; ++image) {
-    const float* phase = worker_scratch(0);
-    fill_phase(in.data + image * in_stride, worker_scratch(0));
+    float* phase = worker_scratch(0);
+    const float* image_in = in.data + image * in_stride;
+    if (t.phase_floats < kParallelPhaseFloats) {
+      fill_phase(image_in, phase, 0, channels);
+    } else {
+      ctx.pool->parallel_for(workers, [&](size_t part, size_t) {
+        fill_phase(image_in, phase, part * channels / workers, (part + 1) * channels / workers);
+      });
+    }
     float* out_image = out.data + image * outs * plane;
     ctx.pool->parallel_for(blocks, [&](size_t b, size_t worker) {
       float* s = worker_scratch(worker);
