@@ -151,12 +151,13 @@ std::shared_ptr<const Conv2d::Winograd> Conv2d::winograd() const {
   const size_t n = m + r - 1;
   const ToomCook t = toom_cook(m, r);
   // The kernels have BT and AT written in (kernels.h): they must be these.
-  for (size_t i = 0; i < n; ++i)
+  bool same = n == kWinogradN;
+  for (size_t i = 0; same && i < n; ++i)
     for (size_t j = 0; j < n; ++j) {
-      const double at = i < m ? (m == 2 ? kWinogradAT2[i][j] : kWinogradAT4[i][j]) : t.at[i * n + j];
-      if (n != kWinogradN || kWinogradBT[i][j] != t.bt[i * n + j] || (i < m && at != t.at[i * n + j]))
-        throw FormatError(describe("Winograd transform matrices differ from the kernels' (a bug)"));
+      same = same && kWinogradBT[i][j] == t.bt[i * n + j];
+      if (i < m) same = same && (m == 2 ? kWinogradAT2[i][j] : kWinogradAT4[i][j]) == t.at[i * n + j];
     }
+  if (!same) throw FormatError(describe("Winograd transform matrices differ from the kernels' (a bug)"));
   w->m = m;
   // U[xi][k][c] = (G g_kc GT)[xi] for xi = a * n + b.
   const size_t channels = static_cast<size_t>(in_channels_), outs = static_cast<size_t>(rows());
