@@ -144,10 +144,20 @@ def test_zero_rows_and_zero_columns(isa, n):
 
 
 # ------------------------------------------------- csrmv_u16_l1 (x by loads)
-@pytest.mark.parametrize("isa", ISAS)
+# (isa, l1_variant): the table's kernel for each ISA, and on AVX2 both x-by-loads
+# variants by name (insertps; AVX-512VL masked broadcasts where the CPU has them).
+def l1_variant_params():
+    no_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
+    return [pytest.param("scalar", "", id="scalar-table"),
+            pytest.param("avx2", "", id="avx2-table", marks=needs_avx2),
+            pytest.param("avx2", "avx2", id="avx2-avx2", marks=needs_avx2),
+            pytest.param("avx2", "avx512", id="avx2-avx512", marks=[needs_avx2, no_avx512])]
+
+
+@pytest.mark.parametrize("isa, l1_variant", l1_variant_params())
 @pytest.mark.parametrize("epilogue", ["none", "bias+relu"])
 @pytest.mark.parametrize("row_range", [(0, 50), (7, 31)])
-def test_csrmv_x_loads_is_the_gather_kernel_bit_for_bit(rng, isa, epilogue, row_range):
+def test_csrmv_x_loads_is_the_gather_kernel_bit_for_bit(rng, isa, l1_variant, epilogue, row_range):
     """csrmv_u16_l1 fetches x with scalar loads instead of gathers into the same
     lanes: every row length 0..49 (all 16/8/scalar tails) gives the same bits."""
     rows, cols = 50, 300
@@ -157,22 +167,25 @@ def test_csrmv_x_loads_is_the_gather_kernel_bit_for_bit(rng, isa, epilogue, row_
     relu = "relu" in epilogue
     row_begin, row_end = row_range
     gathered = run_kernel(isa, dense, x, bias, relu, row_begin=row_begin, row_end=row_end)
-    loaded = run_kernel(isa, dense, x, bias, relu, row_begin=row_begin, row_end=row_end, x_loads=True)
+    loaded = run_kernel(isa, dense, x, bias, relu, row_begin=row_begin, row_end=row_end, x_loads=True,
+                        l1_variant=l1_variant)
     np.testing.assert_array_equal(loaded, gathered)
     inside = slice(row_begin, row_end)
     check(loaded[inside], reference(dense, x, bias, relu)[inside])
     assert (np.delete(loaded, np.arange(row_begin, row_end)) == MARKER).all()
 
 
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa, l1_variant", l1_variant_params())
 @pytest.mark.parametrize("index_bits", INDEX_BITS)
 @pytest.mark.parametrize("x_loads", [False, True])
 @pytest.mark.parametrize("epilogue", ["none", "bias+relu"])
-def test_csrmv_accumulates_into_y(rng, isa, index_bits, x_loads, epilogue):
+def test_csrmv_accumulates_into_y(rng, isa, l1_variant, index_bits, x_loads, epilogue):
     """With y_init, csrmv adds every row's sum (all tails: row lengths 0..49) to
     what y holds, then the bias and ReLU (a long x's vector panels)."""
     if x_loads and index_bits == 32:
         pytest.skip("x_loads is a 16-bit kernel")
+    if l1_variant and not x_loads:
+        pytest.skip("l1_variant names an x_loads kernel")
     rows, cols = 50, 300
     dense = every_row_length(rng, rows, cols)
     x = make_x(rng, cols, None)
@@ -180,7 +193,7 @@ def test_csrmv_accumulates_into_y(rng, isa, index_bits, x_loads, epilogue):
     bias = rng.standard_normal(rows).astype(np.float32) if epilogue != "none" else None
     relu = epilogue == "bias+relu"
     actual = run_kernel(isa, dense, x, bias, relu, index_bits=index_bits, y_init=y0, x_loads=x_loads,
-                        row_begin=3, row_end=47)
+                        l1_variant=l1_variant, row_begin=3, row_end=47)
     expected = y0.astype(np.float64) + reference(dense, x, bias)
     expected = np.maximum(expected, 0.0) if relu else expected
     check(actual[3:47], expected[3:47])
@@ -188,15 +201,15 @@ def test_csrmv_accumulates_into_y(rng, isa, index_bits, x_loads, epilogue):
     np.testing.assert_array_equal(actual[47:], y0[47:])
 
 
-@pytest.mark.parametrize("isa", ISAS)
-def test_csrmv_x_loads_reads_the_last_columns(rng, isa):
+@pytest.mark.parametrize("isa, l1_variant", l1_variant_params())
+def test_csrmv_x_loads_reads_the_last_columns(rng, isa, l1_variant):
     """Indices up to 65535 (the widest x a 16-bit index reaches)."""
     cols = 65536
     dense = np.zeros((3, cols), np.float32)
     dense[:, -20:] = rng.standard_normal((3, 20))
     dense[1, :17] = 1.0
     x = make_x(rng, cols, None)
-    check(run_kernel(isa, dense, x, x_loads=True), reference(dense, x))
+    check(run_kernel(isa, dense, x, x_loads=True, l1_variant=l1_variant), reference(dense, x))
 
 
 def test_csrmv_x_loads_is_for_16_bit_csrmv_only(rng):
@@ -206,6 +219,10 @@ def test_csrmv_x_loads_is_for_16_bit_csrmv_only(rng):
     with pytest.raises(ShapeError, match="x_loads"):
         run_kernel("scalar", dense, make_x(rng, 6, None), index_bits=32, x_loads=True)
     assert isinstance(_core._csrmv_l1_loads_win(), bool)
+    with pytest.raises(FormatError, match="l1_variant"):
+        run_kernel("scalar", dense, make_x(rng, 6, None), x_loads=True, l1_variant="avx2")
+    with pytest.raises(FormatError, match="l1_variant"):
+        run_kernel("avx2" if HAS_AVX2 else "scalar", dense, make_x(rng, 6, None), x_loads=True, l1_variant="sse")
 
 
 @pytest.mark.parametrize("isa", ISAS)

@@ -521,6 +521,8 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["forced_by"] == "SPARSENET_ISA"
     assert info["kernels"]["csrmv"] == [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"]
     assert info["kernels"]["csrmm"] == [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"]
+    expected_l1 = "f32_csrmv_u16_l1_avx512" if sparsenet._core.cpu_has_avx512vl() else "f32_csrmv_u16_l1_avx2"
+    assert info["kernels"]["csrmv_x_loads"] == ([expected_l1, "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else [])
     assert "direct convolution" in info["kernels"]["conv2d"]
 
 

@@ -51,7 +51,7 @@ template <typename Index>
 void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x, size_t ldx,
                     size_t n, Epilogue ep, size_t rb, size_t re, size_t cb, size_t ce, float* y,
                     bool as_vector, const std::vector<uint32_t>& window, bool x_loads,
-                    bool prefetch) {
+                    CsrmvKernel<uint16_t> l1_kernel, bool prefetch) {
   std::vector<Index> idx(m.nnz());
   for (size_t k = 0; k < m.nnz(); ++k)
     idx[k] = static_cast<Index>(m.narrow_indices() ? m.col16()[k] : m.col32()[k]);
@@ -60,7 +60,7 @@ void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x
       ? CsrRef<Index>{m.row_ptr().data(), idx.data(), m.values().data(), nullptr, prefetch}
       : CsrRef<Index>{window.data(), idx.data(), m.values().data(), window.data() + rows, prefetch};
   if constexpr (sizeof(Index) == 2) {
-    if (as_vector) (x_loads ? table.csrmv_u16_l1 : table.csrmv_u16)(ref, x, ep, rb, re, y);
+    if (as_vector) (x_loads ? l1_kernel : table.csrmv_u16)(ref, x, ep, rb, re, y);
     else table.csrmm_u16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
   } else {
     if (as_vector) table.csrmv_u32(ref, x, ep, rb, re, y);
@@ -77,7 +77,7 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                           const std::optional<FloatArray>& y_init,
                           std::optional<std::pair<int64_t, int64_t>> column_window,
-                          bool x_loads, bool prefetch) {
+                          bool x_loads, const std::string& l1_variant, bool prefetch) {
   const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
   const bool as_vector = x.ndim() == 1;
   if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
@@ -117,13 +117,21 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
     }
   }
   const KernelTable& table = kernel_table(parse_isa(isa));
+  CsrmvKernel<uint16_t> l1_kernel = table.csrmv_u16_l1;  // "": what the table runs
+  if (!l1_variant.empty()) {
+    if (table.isa != Isa::kAvx2 || (l1_variant != "avx2" && l1_variant != "avx512"))
+      throw FormatError("l1_variant '" + l1_variant + "' is not one of: avx2, avx512 (with isa avx2)");
+    if (l1_variant == "avx512" && !cpu_has_avx512vl())
+      throw FormatError("l1_variant 'avx512' needs a CPU with AVX-512F and VL");
+    l1_kernel = l1_variant == "avx2" ? f32_csrmv_u16_l1_avx2 : f32_csrmv_u16_l1_avx512;
+  }
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
   if (index_bits == 16)
     run_raw_kernel<uint16_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window, x_loads, prefetch);
+                             y.mutable_data(), as_vector, window, x_loads, l1_kernel, prefetch);
   else
     run_raw_kernel<uint32_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window, false, prefetch);
+                             y.mutable_data(), as_vector, window, false, l1_kernel, prefetch);
   return y;
 }
 
@@ -295,6 +303,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_has_avx2_fma", &cpu_has_avx2_fma);
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("blas_info", &blas_info);
+  m.def("cpu_has_avx512vl", &cpu_has_avx512vl,
+        "True where the CPU has AVX-512F and VL: the avx2 kernels' csrmv_u16_l1 then uses them.");
 
   py::class_<Layer, std::shared_ptr<Layer>>(m, "Layer")
       .def_property_readonly("name", &Layer::name)
@@ -408,10 +418,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("index_bits") = 16,
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
         py::arg("col_end") = -1, py::arg("y_init") = py::none(), py::arg("column_window") = py::none(),
-        py::arg("x_loads") = false, py::arg("prefetch") = false,
+        py::arg("x_loads") = false, py::arg("l1_variant") = "", py::arg("prefetch") = false,
         "Run one registry kernel directly (tests and benchmarks only). y_init (rows,) or "
         "(rows, n) makes it accumulate; csrmm only: column_window (lo, hi) restricts it to those weight columns. "
-        "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers). "
+        "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers), "
+        "the table's or the l1_variant named ('avx2', 'avx512'). "
         "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead; the same result).");
   m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("isa"), py::arg("w"),
         py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),

@@ -111,14 +111,23 @@ SPARSENET_DECLARE_KERNELS(scalar)
 SPARSENET_DECLARE_KERNELS(avx2)
 #undef SPARSENET_DECLARE_KERNELS
 void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
+// The same with AVX-512F+VL (masked broadcasts): the avx2 table's csrmv_u16_l1
+// where cpu_has_avx512vl() (see KernelTable).
+void f32_csrmv_u16_l1_avx512(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
+bool cpu_has_avx512vl();
 
 struct KernelTable {
   Isa isa;
   CsrmvKernel<uint16_t> csrmv_u16;
   CsrmvKernel<uint32_t> csrmv_u32;
   // csrmv_u16 fetching x with scalar loads instead of gathers (identical sums):
-  // faster on some cores when x sits in L1, see csrmv_l1_loads_win().
+  // faster on some cores when x sits in L1, see csrmv_l1_loads_win(). Where the
+  // CPU has AVX-512F+VL, csrmv_u16_l1 is the masked-broadcast kernel (6-9 %
+  // faster on Zen 4 with the matrix in cache) and csrmv_u16_l1_stream the AVX2
+  // one, for vector panels whose matrix streams from memory (fc6 at 10 %: the
+  // masked broadcasts were 5 % slower there, at 4 % 5 % faster; kept simple).
   CsrmvKernel<uint16_t> csrmv_u16_l1;
+  CsrmvKernel<uint16_t> csrmv_u16_l1_stream;
   CsrmmKernel<uint16_t> csrmm_u16;
   CsrmmKernel<uint32_t> csrmm_u32;
   ConvDenseKernel conv_dense;
@@ -133,7 +142,7 @@ const KernelTable& kernel_table(Isa isa);
 // Vectors of at most this many floats (24 KiB) count as L1-resident for csrmv.
 constexpr size_t kL1VectorFloats = 6144;
 
-// Whether the AVX2 csrmv_u16_l1 beats csrmv_u16 on this CPU for an L1-resident
+// Whether the avx2 table's csrmv_u16_l1 beats csrmv_u16 on this CPU for an L1-resident
 // x: measured once per process on a synthetic 10 %-dense 256x4096 matrix (about
 // 1 ms; gathers are slow on AMD Zen, fast on recent Intel cores).
 bool csrmv_l1_loads_win();

@@ -22,6 +22,18 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_avx512vl() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "scalar"; }
 
 // Read at every layer construction (cheap), so that a process can build layers
@@ -41,10 +53,12 @@ Isa active_isa() {
 
 const KernelTable& kernel_table(Isa isa) {
   static const KernelTable scalar{Isa::kScalar, f32_csrmv_u16_scalar, f32_csrmv_u32_scalar,
-                                  f32_csrmv_u16_scalar, f32_csrmm_u16_scalar, f32_csrmm_u32_scalar,
+                                  f32_csrmv_u16_scalar, f32_csrmv_u16_scalar, f32_csrmm_u16_scalar,
+                                  f32_csrmm_u32_scalar,
                                   f32_conv_dense_scalar, f32_maxpool2x2_scalar,
                                   f32_winograd_input_scalar, f32_winograd_output_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
+                                cpu_has_avx512vl() ? f32_csrmv_u16_l1_avx512 : f32_csrmv_u16_l1_avx2,
                                 f32_csrmv_u16_l1_avx2, f32_csrmm_u16_avx2, f32_csrmm_u32_avx2,
                                 f32_conv_dense_avx2, f32_maxpool2x2_avx2,
                                 f32_winograd_input_avx2, f32_winograd_output_avx2};
@@ -83,7 +97,7 @@ bool csrmv_l1_loads_win() {
     };
     best_of(f32_csrmv_u16_avx2);  // warm caches
     const double gather = best_of(f32_csrmv_u16_avx2);
-    const double loads = best_of(f32_csrmv_u16_l1_avx2);
+    const double loads = best_of(kernel_table(Isa::kAvx2).csrmv_u16_l1);
     return loads < gather;
   }();
   return win;

@@ -38,9 +38,12 @@ def kernel_info() -> dict:
         "cpu_avx2_fma": _core.cpu_has_avx2_fma(),
         "kernels": {
             "csrmv": [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"],
+            # x in L1 read by loads, where they beat gathers: matrix in cache, vector panels
+            "csrmv_x_loads": ([("f32_csrmv_u16_l1_avx512" if _core.cpu_has_avx512vl() else "f32_csrmv_u16_l1_avx2"),
+                               "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else []),
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
             "conv2d": "sparse: direct convolution on csrmm (stride 1), im2col + csrmm (other strides); "
-                      "dense: im2col + sgemm",
+                      "dense: im2col + sgemm; auto also: dense direct, dense Winograd (stride 1, 3x3 / 5x5)",
         },
         "blas": _core.blas_info() + "; single-threaded calls from sparsenet's pool",
         "num_threads": _core.get_num_threads(),

@@ -14,10 +14,14 @@ OPENBLAS_LIB="$("$PYTHON" -c "import scipy_openblas32 as o; print(o.get_lib_dir(
 FLAGS=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined
        -fno-sanitize-recover=undefined -I"$ROOT/csrc/include" -I"$OPENBLAS_INC")
 objects=()
-for source in "$ROOT"/csrc/src/*.cc "$ROOT"/csrc/kernels/scalar/*.cc "$ROOT"/csrc/kernels/avx2/*.cc; do
+for source in "$ROOT"/csrc/src/*.cc "$ROOT"/csrc/kernels/scalar/*.cc "$ROOT"/csrc/kernels/avx2/*.cc \
+              "$ROOT"/csrc/kernels/avx512/*.cc; do
   object="$OUT/obj/$(basename "$(dirname "$source")")_$(basename "$source" .cc).o"
   extra=()
-  case "$source" in */avx2/*) extra=(-mavx2 -mfma) ;; esac
+  case "$source" in
+    */avx2/*) extra=(-mavx2 -mfma) ;;
+    */avx512/*) extra=(-mavx2 -mfma -mavx512f -mavx512vl) ;;
+  esac
   "$CXX" "${FLAGS[@]}" "${extra[@]}" -c "$source" -o "$object" &
   objects+=("$object")
   while [ "$(jobs -r | wc -l)" -ge "${JOBS:-2}" ]; do wait -n; done
