@@ -1,6 +1,6 @@
 // f32 CSR matrix x dense vector, AVX2+FMA.
-// Per row: 16 nonzeros per step in two 8-lane accumulators; the row's last
-// (nnz mod 8) terms are added in scalar. Eight x values are fetched either with
+// Per row (csrmv_rows, ../csrmv_rows.h): 16 nonzeros per step in two 8-lane
+// accumulators; the row's last (nnz mod 8) terms are added in scalar. Eight x values are fetched either with
 // one vgatherdps (16- or 32-bit column indices widened to 32 bits) or, in the
 // `_l1` variant, with eight scalar loads merged by insertps: the same lanes, so
 // the same sums bit for bit. Which is faster depends on the core and on where x
@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "../../src/kernels.h"
+#include "../csrmv_rows.h"
 
 namespace sparsenet {
 namespace {
@@ -63,60 +64,19 @@ inline __m256 load8(const float* x, const Index* c) {
   return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
 }
 
-inline float horizontal_sum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
-constexpr size_t kStreamAhead = 1024;  // nonzeros: 4 KiB of values, 2-4 KiB of indices
-
-template <bool kGather, typename Index>
-void csrmv(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
-           float* y) {
-  // Prefetch only inside the rows this call reads.
-  const size_t stream_end = row_end > row_begin ? a.row_ptr[row_end] : 0;
-  for (size_t r = row_begin; r < row_end; ++r) {
-    size_t k = a.row_ptr[r];
-    const size_t end = a.row_ptr[r + 1];
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    for (; k + 16 <= end; k += 16) {
-      if (k + kStreamAhead < stream_end) {
-        _mm_prefetch(reinterpret_cast<const char*>(a.values + k + kStreamAhead), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(a.col_idx + k + kStreamAhead), _MM_HINT_T0);
-      }
-      const __m256 x0 = kGather ? gather8(x, a.col_idx + k) : load8(x, a.col_idx + k);
-      const __m256 x1 = kGather ? gather8(x, a.col_idx + k + 8) : load8(x, a.col_idx + k + 8);
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), x0, acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), x1, acc1);
-    }
-    if (k + 8 <= end) {
-      const __m256 x0 = kGather ? gather8(x, a.col_idx + k) : load8(x, a.col_idx + k);
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), x0, acc0);
-      k += 8;
-    }
-    float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
-    if (ep.accumulate) acc += y[r];
-    for (; k < end; ++k) acc += a.values[k] * x[a.col_idx[k]];
-    y[r] = apply_epilogue(acc, ep, r);
-  }
-}
-
 }  // namespace
 
 void f32_csrmv_u16_avx2(CsrRef<uint16_t> a, const float* x, Epilogue ep, size_t rb, size_t re,
                         float* y) {
-  csrmv<true>(a, x, ep, rb, re, y);
+  csrmv_rows(a, x, ep, rb, re, y, [](const float* x_, const uint16_t* c) { return gather8(x_, c); });
 }
 void f32_csrmv_u32_avx2(CsrRef<uint32_t> a, const float* x, Epilogue ep, size_t rb, size_t re,
                         float* y) {
-  csrmv<true>(a, x, ep, rb, re, y);
+  csrmv_rows(a, x, ep, rb, re, y, [](const float* x_, const uint32_t* c) { return gather8(x_, c); });
 }
 void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t> a, const float* x, Epilogue ep, size_t rb, size_t re,
                            float* y) {
-  csrmv<false>(a, x, ep, rb, re, y);
+  csrmv_rows(a, x, ep, rb, re, y, [](const float* x_, const uint16_t* c) { return load8(x_, c); });
 }
 
 }  // namespace sparsenet

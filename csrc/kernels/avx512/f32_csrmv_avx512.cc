@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "../../src/kernels.h"
+#include "../csrmv_rows.h"
 
 namespace sparsenet {
 namespace {
@@ -32,42 +33,12 @@ inline __m256 load8(const float* x, const uint16_t* c) {
   return _mm256_blend_ps(lo, hi, 0xf0);
 }
 
-inline float horizontal_sum(__m256 v) {
-  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
-constexpr size_t kStreamAhead = 1024;  // as the AVX2 kernels
-
 }  // namespace
 
 void f32_csrmv_u16_l1_avx512(CsrRef<uint16_t> a, const float* x, Epilogue ep, size_t row_begin,
                              size_t row_end, float* y) {
-  const size_t stream_end = row_end > row_begin ? a.row_ptr[row_end] : 0;
-  for (size_t r = row_begin; r < row_end; ++r) {
-    size_t k = a.row_ptr[r];
-    const size_t end = a.row_ptr[r + 1];
-    __m256 acc0 = _mm256_setzero_ps();
-    __m256 acc1 = _mm256_setzero_ps();
-    for (; k + 16 <= end; k += 16) {
-      if (k + kStreamAhead < stream_end) {
-        _mm_prefetch(reinterpret_cast<const char*>(a.values + k + kStreamAhead), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(a.col_idx + k + kStreamAhead), _MM_HINT_T0);
-      }
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), load8(x, a.col_idx + k), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), load8(x, a.col_idx + k + 8), acc1);
-    }
-    if (k + 8 <= end) {
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), load8(x, a.col_idx + k), acc0);
-      k += 8;
-    }
-    float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
-    if (ep.accumulate) acc += y[r];
-    for (; k < end; ++k) acc += a.values[k] * x[a.col_idx[k]];
-    y[r] = apply_epilogue(acc, ep, r);
-  }
+  csrmv_rows(a, x, ep, row_begin, row_end, y,
+             [](const float* x_, const uint16_t* c) { return load8(x_, c); });
 }
 
 }  // namespace sparsenet

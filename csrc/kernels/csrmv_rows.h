@@ -1,0 +1,59 @@
+// The csrmv row loop shared by the AVX2 and the AVX-512 kernels (see
+// f32_csrmv_avx2.cc): 16 nonzeros per step in two 8-lane accumulators, then 8,
+// then the row's scalar tail, with the value and index streams prefetched
+// kStreamAhead nonzeros ahead. `load8(x, c)` fetches the eight x values of
+// indices c[0..7]. Included only by kernel files, each compiled with its own
+// ISA flags: everything here has internal linkage, so no TU's copy is linked
+// into another (a shared inline definition could run AVX-512 code on a CPU
+// without it).
+#pragma once
+
+#include <immintrin.h>
+
+#include "../src/kernels.h"
+
+namespace sparsenet {
+namespace {
+
+inline float horizontal_sum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+constexpr size_t kStreamAhead = 1024;  // nonzeros: 4 KiB of values, 2-4 KiB of indices
+
+template <typename Index, typename Load8>
+inline void csrmv_rows(CsrRef<Index> a, const float* x, Epilogue ep, size_t row_begin,
+                       size_t row_end, float* y, Load8 load8) {
+  // Prefetch only inside the rows this call reads.
+  const size_t stream_end = row_end > row_begin ? a.row_ptr[row_end] : 0;
+  for (size_t r = row_begin; r < row_end; ++r) {
+    size_t k = a.row_ptr[r];
+    const size_t end = a.row_ptr[r + 1];
+    __m256 acc0 = _mm256_setzero_ps();
+    __m256 acc1 = _mm256_setzero_ps();
+    for (; k + 16 <= end; k += 16) {
+      if (k + kStreamAhead < stream_end) {
+        _mm_prefetch(reinterpret_cast<const char*>(a.values + k + kStreamAhead), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(a.col_idx + k + kStreamAhead), _MM_HINT_T0);
+      }
+      const __m256 x0 = load8(x, a.col_idx + k);
+      const __m256 x1 = load8(x, a.col_idx + k + 8);
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), x0, acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), x1, acc1);
+    }
+    if (k + 8 <= end) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), load8(x, a.col_idx + k), acc0);
+      k += 8;
+    }
+    float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
+    if (ep.accumulate) acc += y[r];
+    for (; k < end; ++k) acc += a.values[k] * x[a.col_idx[k]];
+    y[r] = apply_epilogue(acc, ep, r);
+  }
+}
+
+}  // namespace
+}  // namespace sparsenet
