@@ -345,9 +345,6 @@ def run_peer_case(benchmark: Any, config: pytest.Config, runner: Any, reference:
                  input_shape=list(x.shape[1:]), threads=peer_threads(config), rounds=rounds, iterations=iterations,
                  **cost)
     extra["density_actual"] = cost["nnz"] / max(1, cost["dense_params"])
-    if backend == "auto":  # what auto measured fastest, per weighted layer
-        extra["choices"] = {layer.name: sorted(set(layer.choices.values()))
-                            for layer in model.layers if getattr(layer, "choices", None)}
     if benchmark.stats is None:
         return
     median = benchmark.stats.stats.median
