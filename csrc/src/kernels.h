@@ -142,10 +142,12 @@ const KernelTable& kernel_table(Isa isa);
 // Vectors of at most this many floats (24 KiB) count as L1-resident for csrmv.
 constexpr size_t kL1VectorFloats = 6144;
 
-// Whether the avx2 table's csrmv_u16_l1 beats csrmv_u16 on this CPU for an L1-resident
-// x: measured once per process on a synthetic 10 %-dense 256x4096 matrix (about
-// 1 ms; gathers are slow on AMD Zen, fast on recent Intel cores).
+// Whether the avx2 table's csrmv_u16_l1 (csrmv_u16_l1_stream) beats csrmv_u16
+// on this CPU for an L1-resident x: measured once per process on a synthetic
+// 10 %-dense 256x4096 matrix (about 1 ms; gathers are slow on AMD Zen, fast on
+// recent Intel cores).
 bool csrmv_l1_loads_win();
+bool csrmv_l1_stream_loads_win();
 
 inline float apply_epilogue(float acc, Epilogue ep, size_t row) {
   if (ep.bias) acc += ep.bias[row];

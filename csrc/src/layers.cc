@@ -220,7 +220,7 @@ void WeightedLayer::build_vector_panels() {
   }
   vector_panels_ = count;
   vector_width_ = static_cast<size_t>(width);
-  vector_loads_ = isa_ == Isa::kAvx2 && csrmv_l1_loads_win();
+  vector_loads_ = isa_ == Isa::kAvx2 && csrmv_l1_stream_loads_win();
 }
 
 void WeightedLayer::build_column_panels() {

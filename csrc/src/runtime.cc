@@ -69,9 +69,16 @@ const KernelTable& kernel_table(Isa isa) {
   return scalar;
 }
 
-bool csrmv_l1_loads_win() {
-  static const bool win = [] {
-    if (!cpu_has_avx2_fma()) return false;
+namespace {
+// Whether each x-by-loads kernel of the avx2 table beats the gather kernel.
+struct LoadsWin {
+  bool l1 = false, l1_stream = false;
+};
+
+const LoadsWin& loads_win() {
+  static const LoadsWin win = [] {
+    LoadsWin w;
+    if (!cpu_has_avx2_fma()) return w;
     constexpr size_t kRows = 256, kCols = 4096, kPerRow = kCols / 10;
     std::vector<uint32_t> row_ptr(kRows + 1);
     std::vector<uint16_t> col(kRows * kPerRow);
@@ -97,10 +104,16 @@ bool csrmv_l1_loads_win() {
     };
     best_of(f32_csrmv_u16_avx2);  // warm caches
     const double gather = best_of(f32_csrmv_u16_avx2);
-    const double loads = best_of(kernel_table(Isa::kAvx2).csrmv_u16_l1);
-    return loads < gather;
+    const KernelTable& k = kernel_table(Isa::kAvx2);
+    w.l1 = best_of(k.csrmv_u16_l1) < gather;
+    w.l1_stream = k.csrmv_u16_l1_stream == k.csrmv_u16_l1 ? w.l1 : best_of(k.csrmv_u16_l1_stream) < gather;
+    return w;
   }();
   return win;
 }
+}  // namespace
+
+bool csrmv_l1_loads_win() { return loads_win().l1; }
+bool csrmv_l1_stream_loads_win() { return loads_win().l1_stream; }
 
 }  // namespace sparsenet

@@ -158,7 +158,6 @@ std::shared_ptr<const Conv2d::Winograd> Conv2d::winograd() const {
       if (i < m) same = same && (m == 2 ? kWinogradAT2[i][j] : kWinogradAT4[i][j]) == t.at[i * n + j];
     }
   if (!same) throw FormatError(describe("Winograd transform matrices differ from the kernels' (a bug)"));
-  w->m = m;
   // U[xi][k][c] = (G g_kc GT)[xi] for xi = a * n + b.
   const size_t channels = static_cast<size_t>(in_channels_), outs = static_cast<size_t>(rows());
   w->u.resize(n * n * outs * channels);
@@ -209,7 +208,7 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
                               const ForwardContext& ctx) const {
   const std::shared_ptr<const Winograd> wg = winograd();
   const KernelTable& kt = kernel_table(isa());
-  const size_t m = wg->m, n = kWinogradN, nn = n * n;
+  const size_t m = winograd_tile(), n = kWinogradN, nn = n * n;
   const int64_t height = in.shape[1], width = in.shape[2];
   const int64_t out_h = out.shape[1], out_w = out.shape[2];
   const size_t channels = static_cast<size_t>(in_channels_), outs = static_cast<size_t>(rows());

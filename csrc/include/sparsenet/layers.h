@@ -236,7 +236,7 @@ class WeightedLayer : public Layer {
   // i = p * (rows_ + 1) + r. Empty unless build_vector_panels chose panels.
   size_t vector_panels_ = 0;
   size_t vector_width_ = 0;
-  bool vector_loads_ = false;  // csrmv_u16_l1 on the panels: loads beat gathers from L1
+  bool vector_loads_ = false;  // csrmv_u16_l1_stream on the panels: loads beat gathers from L1
   std::vector<uint32_t> vector_starts_;  // vector_panels_ * (rows_ + 1)
   std::vector<float> vector_values_;
   std::vector<uint16_t> vector_col16_;
@@ -316,7 +316,6 @@ class Conv2d : public WeightedLayer {
   // tiles per block (the transformed input and products of a block stay in L2)
   // and the transformed weights, built on first use.
   struct Winograd {
-    size_t m = 0;                   // output tiles m x m (from 6 x 6 input tiles)
     std::vector<float> u;           // G g GT: 36 x rows() x in_channels
     std::vector<uint32_t> offsets;  // c * winograd_block_tiles(): rows of a block's V
   };
