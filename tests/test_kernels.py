@@ -202,6 +202,28 @@ def test_csrmv_accumulates_into_y(rng, isa, l1_variant, index_bits, x_loads, epi
 
 
 @pytest.mark.parametrize("isa, l1_variant", l1_variant_params())
+@pytest.mark.parametrize("index_bits, x_loads", [(16, False), (32, False), (16, True)])
+def test_csrmv_stream_hint_changes_no_bits(rng, isa, l1_variant, index_bits, x_loads):
+    """CsrRef::stream only adds prefetches of the nonzeros (kStreamAhead = 1024
+    ahead): on a matrix long enough for them to run (about 29,000 nonzeros,
+    rows of every tail length), both settings give the same bits, right
+    against float64, over a row range."""
+    if l1_variant and not x_loads:
+        pytest.skip("l1_variant names an x_loads kernel")
+    rows, cols = 96, 3000
+    dense = sparse_dense_array((rows, cols), 0.1, rng)
+    dense[np.arange(rows), rng.integers(0, cols, rows)] = 1.0  # no empty row
+    x = make_x(rng, cols, None)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    run = lambda stream: run_kernel(isa, dense, x, bias, True, index_bits=index_bits, x_loads=x_loads,
+                                    l1_variant=l1_variant, row_begin=5, row_end=90, stream=stream)
+    streamed = run(True)
+    np.testing.assert_array_equal(run(False), streamed)
+    check(streamed[5:90], reference(dense, x, bias, True)[5:90])
+    assert (streamed[:5] == MARKER).all() and (streamed[90:] == MARKER).all()
+
+
+@pytest.mark.parametrize("isa, l1_variant", l1_variant_params())
 def test_csrmv_x_loads_reads_the_last_columns(rng, isa, l1_variant):
     """Indices up to 65535 (the widest x a 16-bit index reaches)."""
     cols = 65536

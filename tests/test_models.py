@@ -528,7 +528,10 @@ def test_kernel_info_when_forced(monkeypatch, isa):
 
 def test_kernel_info_by_default(no_isa_env):
     info = sparsenet.kernel_info()
-    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "kernels", "blas", "num_threads"}
+    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "kernels", "last_level_cache_bytes", "blas",
+                         "num_threads"}
+    assert isinstance(info["last_level_cache_bytes"], int) and info["last_level_cache_bytes"] >= 0
+    assert sparsenet._core._csrmv_stream_bytes() == info["last_level_cache_bytes"] // 2
     assert info["forced_by"] is None
     assert info["cpu_avx2_fma"] is HAS_AVX2
     assert info["isa"] == ("avx2" if HAS_AVX2 else "scalar")

@@ -51,14 +51,15 @@ template <typename Index>
 void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x, size_t ldx,
                     size_t n, Epilogue ep, size_t rb, size_t re, size_t cb, size_t ce, float* y,
                     bool as_vector, const std::vector<uint32_t>& window, bool x_loads,
-                    CsrmvKernel<uint16_t> l1_kernel, bool prefetch) {
+                    CsrmvKernel<uint16_t> l1_kernel, bool prefetch, bool stream) {
   std::vector<Index> idx(m.nnz());
   for (size_t k = 0; k < m.nnz(); ++k)
     idx[k] = static_cast<Index>(m.narrow_indices() ? m.col16()[k] : m.col32()[k]);
   const size_t rows = m.row_ptr().size() - 1;
   const CsrRef<Index> ref = window.empty()
-      ? CsrRef<Index>{m.row_ptr().data(), idx.data(), m.values().data(), nullptr, prefetch}
-      : CsrRef<Index>{window.data(), idx.data(), m.values().data(), window.data() + rows, prefetch};
+      ? CsrRef<Index>{m.row_ptr().data(), idx.data(), m.values().data(), nullptr, prefetch, stream}
+      : CsrRef<Index>{window.data(), idx.data(), m.values().data(), window.data() + rows, prefetch,
+                      stream};
   if constexpr (sizeof(Index) == 2) {
     if (as_vector) (x_loads ? l1_kernel : table.csrmv_u16)(ref, x, ep, rb, re, y);
     else table.csrmm_u16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
@@ -77,7 +78,8 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                           const std::optional<FloatArray>& y_init,
                           std::optional<std::pair<int64_t, int64_t>> column_window,
-                          bool x_loads, const std::string& l1_variant, bool prefetch) {
+                          bool x_loads, const std::string& l1_variant, bool prefetch,
+                          bool stream) {
   const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
   const bool as_vector = x.ndim() == 1;
   if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
@@ -128,10 +130,10 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
   if (index_bits == 16)
     run_raw_kernel<uint16_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window, x_loads, l1_kernel, prefetch);
+                             y.mutable_data(), as_vector, window, x_loads, l1_kernel, prefetch, stream);
   else
     run_raw_kernel<uint32_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window, false, l1_kernel, prefetch);
+                             y.mutable_data(), as_vector, window, false, l1_kernel, prefetch, stream);
   return y;
 }
 
@@ -419,17 +421,23 @@ PYBIND11_MODULE(_core, m) {
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
         py::arg("col_end") = -1, py::arg("y_init") = py::none(), py::arg("column_window") = py::none(),
         py::arg("x_loads") = false, py::arg("l1_variant") = "", py::arg("prefetch") = false,
+        py::arg("stream") = true,
         "Run one registry kernel directly (tests and benchmarks only). y_init (rows,) or "
         "(rows, n) makes it accumulate; csrmm only: column_window (lo, hi) restricts it to those weight columns. "
         "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers), "
         "the table's or the l1_variant named ('avx2', 'avx512'). "
-        "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead; the same result).");
+        "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead), stream CsrRef::stream "
+        "(csrmv: prefetch the nonzeros ahead); neither changes the result.");
   m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("isa"), py::arg("w"),
         py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
         py::arg("relu") = false, py::arg("row0") = 0, py::arg("y_init") = py::none(),
         "Run the dense direct convolution register tile once (tests only); y_init (m, n) makes it accumulate.");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
+  m.def("last_level_cache_bytes", &last_level_cache_bytes,
+        "The last-level cache's size as the C library reports it (0 where unknown).");
+  m.def("_csrmv_stream_bytes", &csrmv_stream_bytes,
+        "Batch-1 layers whose nonzeros take more bytes than this prefetch them (CsrRef::stream).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
         "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
 

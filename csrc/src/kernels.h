@@ -23,6 +23,11 @@ struct CsrRef {
   // csrmm only, a hint: X is too large for L2, so software-prefetch the X rows
   // of upcoming nonzeros (the AVX2 kernel does; the result is the same).
   bool prefetch = false;
+  // csrmv only, a hint: the nonzeros stream from memory, so prefetch them
+  // ahead (the AVX2 kernels do; the result is the same). Cleared for matrices
+  // that stay in the last-level cache (csrmv_stream_bytes()), where the
+  // prefetches only take load slots.
+  bool stream = true;
 };
 
 // Applied to each output element: y = relu ? max(acc + bias[row], 0) : acc + bias[row].
@@ -148,6 +153,14 @@ constexpr size_t kL1VectorFloats = 6144;
 // recent Intel cores).
 bool csrmv_l1_loads_win();
 bool csrmv_l1_stream_loads_win();
+
+// The last-level cache's size in bytes as the C library reports it (L3, else
+// L2; 0 where unknown). A matrix whose nonzeros (values and indices) take more
+// than csrmv_stream_bytes(), half of it, counts as streaming from memory
+// (CsrRef::stream): the cache is shared with other layers, other cores and, on
+// a cloud host, other guests.
+size_t last_level_cache_bytes();
+size_t csrmv_stream_bytes();
 
 inline float apply_epilogue(float acc, Epilogue ep, size_t row) {
   if (ep.bias) acc += ep.bias[row];

@@ -130,6 +130,8 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     sparse_ = std::move(weight);
     csrmv_loads_ = isa_ == Isa::kAvx2 && sparse_.narrow_indices() &&
                    static_cast<size_t>(cols_) <= kL1VectorFloats && csrmv_l1_loads_win();
+    const size_t index_bytes = sparse_.narrow_indices() ? sizeof(uint16_t) : sizeof(uint32_t);
+    csrmv_stream_ = sparse_.nnz() * (sizeof(float) + index_bytes) > csrmv_stream_bytes();
   }
 }
 
@@ -422,15 +424,16 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
         const bool last = p + 1 == vector_panels_;
         const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
         const CsrRef<uint16_t> panel{vector_starts_.data() + p * (rows + 1), vector_col16_.data(),
-                                     vector_values_.data()};
+                                     vector_values_.data(), nullptr, false, csrmv_stream_};
         (vector_loads_ ? k.csrmv_u16_l1_stream : k.csrmv_u16)(panel, x + p * vector_width_, pe,
                                                               row_begin, row_end, y);
       }
     } else if (sparse_.narrow_indices()) {
-      (csrmv_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)({rp, sparse_.col16().data(), v}, x, ep,
-                                                   row_begin, row_end, y);
+      (csrmv_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(
+          {rp, sparse_.col16().data(), v, nullptr, false, csrmv_stream_}, x, ep, row_begin, row_end, y);
     } else {
-      k.csrmv_u32({rp, sparse_.col32().data(), v}, x, ep, row_begin, row_end, y);
+      k.csrmv_u32({rp, sparse_.col32().data(), v, nullptr, false, csrmv_stream_}, x, ep, row_begin,
+                  row_end, y);
     }
   } else if (panels_ > 1) {
     // X has too many rows to stay in cache while a row walks all of it: block

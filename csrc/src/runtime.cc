@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "kernels.h"
 #include "sparsenet/errors.h"
 #include "sparsenet/runtime.h"
@@ -112,6 +114,20 @@ const LoadsWin& loads_win() {
   return win;
 }
 }  // namespace
+
+size_t last_level_cache_bytes() {
+  static const size_t bytes = [] {
+    long size = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    size = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (size <= 0) size = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return size > 0 ? static_cast<size_t>(size) : size_t{0};
+  }();
+  return bytes;
+}
+
+size_t csrmv_stream_bytes() { return last_level_cache_bytes() / 2; }
 
 bool csrmv_l1_loads_win() { return loads_win().l1; }
 bool csrmv_l1_stream_loads_win() { return loads_win().l1_stream; }

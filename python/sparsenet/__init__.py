@@ -45,6 +45,8 @@ def kernel_info() -> dict:
             "conv2d": "sparse: direct convolution on csrmm (stride 1), im2col + csrmm (other strides); "
                       "dense: im2col + sgemm; auto also: dense direct, dense Winograd (stride 1, 3x3 / 5x5)",
         },
+        # batch-1 layers whose nonzeros outgrow half of it prefetch them from memory
+        "last_level_cache_bytes": _core.last_level_cache_bytes(),
         "blas": _core.blas_info() + "; single-threaded calls from sparsenet's pool",
         "num_threads": _core.get_num_threads(),
     }

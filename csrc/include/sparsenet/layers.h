@@ -221,6 +221,7 @@ class WeightedLayer : public Layer {
   // narrow enough to need none, and for direct convolutions (no batched product).
   size_t panels_ = 0;
   bool csrmv_loads_ = false;  // batch 1 through csrmv_u16_l1: x fits L1 and loads beat gathers
+  bool csrmv_stream_ = true;   // batch 1: the nonzeros outgrow csrmv_stream_bytes() (CsrRef::stream)
   std::vector<uint32_t> panel_starts_;  // panels_ * rows_ + 1
   std::vector<float> panel_values_;
   std::vector<uint16_t> panel_col16_;

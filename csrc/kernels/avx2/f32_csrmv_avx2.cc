@@ -5,7 +5,8 @@
 // `_l1` variant, with eight scalar loads merged by insertps: the same lanes, so
 // the same sums bit for bit. Which is faster depends on the core and on where x
 // lives (runtime.cc measures it once). Both prefetch the values and indices
-// kStreamAhead nonzeros ahead: the x loads fill the core's load queue, so the
+// kStreamAhead nonzeros ahead when a.stream (the matrix is larger than half
+// the last-level cache): the x loads fill the core's load queue, so the
 // out-of-order window alone keeps too few stream misses in flight (C++ probe on
 // Zen 3, one thread: 25088x4096 at 4-10 % 4-6 % faster with gathers, 12-15 %
 // with loads; 4096x4096 at 30 % with loads 17 %; matrices in cache unchanged).
