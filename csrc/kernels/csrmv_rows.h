@@ -1,6 +1,8 @@
 // The csrmv row loop shared by the AVX2 and the AVX-512 kernels (see
-// f32_csrmv_avx2.cc): 16 nonzeros per step in two 8-lane accumulators, then 8,
-// then the row's scalar tail. With a.stream (the matrix is not expected in
+// f32_csrmv_avx2.cc): 32 nonzeros per step in four 8-lane accumulators, then
+// 16, then 8, then the row's scalar tail. Four chains rather than two keep more
+// x fetches in flight (Zen 4, x by masked broadcasts, 4096x4096 matrix in L3,
+// one thread, C++ probe: 350 -> 328 us at 10 %, 146 -> 136 us at 4 %). With a.stream (the matrix is not expected in
 // cache) the value and index streams are prefetched kStreamAhead nonzeros
 // ahead; without, the loop has no prefetches and no branch for them, which
 // frees load slots (Zen 4, 4096x4096 at 10 %, about 10 MB, one thread, C++
@@ -39,21 +41,32 @@ inline void csrmv_rows_impl(CsrRef<Index> a, const float* x, Epilogue ep, size_t
     const size_t end = a.row_ptr[r + 1];
     __m256 acc0 = _mm256_setzero_ps();
     __m256 acc1 = _mm256_setzero_ps();
-    for (; k + 16 <= end; k += 16) {
+    __m256 acc2 = _mm256_setzero_ps();
+    __m256 acc3 = _mm256_setzero_ps();
+    for (; k + 32 <= end; k += 32) {
       if (Stream && k + kStreamAhead < stream_end) {
-        _mm_prefetch(reinterpret_cast<const char*>(a.values + k + kStreamAhead), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(a.col_idx + k + kStreamAhead), _MM_HINT_T0);
+        const char* v = reinterpret_cast<const char*>(a.values + k + kStreamAhead);
+        const char* c = reinterpret_cast<const char*>(a.col_idx + k + kStreamAhead);
+        _mm_prefetch(v, _MM_HINT_T0);  // 128 bytes of values, 64 or 128 of indices
+        _mm_prefetch(v + 64, _MM_HINT_T0);
+        _mm_prefetch(c, _MM_HINT_T0);
+        if (sizeof(Index) > 2) _mm_prefetch(c + 64, _MM_HINT_T0);
       }
-      const __m256 x0 = load8(x, a.col_idx + k);
-      const __m256 x1 = load8(x, a.col_idx + k + 8);
-      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), x0, acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), x1, acc1);
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), load8(x, a.col_idx + k), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), load8(x, a.col_idx + k + 8), acc1);
+      acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 16), load8(x, a.col_idx + k + 16), acc2);
+      acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 24), load8(x, a.col_idx + k + 24), acc3);
+    }
+    if (k + 16 <= end) {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), load8(x, a.col_idx + k), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k + 8), load8(x, a.col_idx + k + 8), acc1);
+      k += 16;
     }
     if (k + 8 <= end) {
       acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.values + k), load8(x, a.col_idx + k), acc0);
       k += 8;
     }
-    float acc = horizontal_sum(_mm256_add_ps(acc0, acc1));
+    float acc = horizontal_sum(_mm256_add_ps(_mm256_add_ps(acc0, acc2), _mm256_add_ps(acc1, acc3)));
     if (ep.accumulate) acc += y[r];
     for (; k < end; ++k) acc += a.values[k] * x[a.col_idx[k]];
     y[r] = apply_epilogue(acc, ep, r);

@@ -1,5 +1,5 @@
 // f32 CSR matrix x dense vector, AVX2+FMA.
-// Per row (csrmv_rows, ../csrmv_rows.h): 16 nonzeros per step in two 8-lane
+// Per row (csrmv_rows, ../csrmv_rows.h): 32 nonzeros per step in four 8-lane
 // accumulators; the row's last (nnz mod 8) terms are added in scalar. Eight x values are fetched either with
 // one vgatherdps (16- or 32-bit column indices widened to 32 bits) or, in the
 // `_l1` variant, with eight scalar loads merged by insertps: the same lanes, so
