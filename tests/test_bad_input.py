@@ -99,6 +99,26 @@ def test_non_finite_input(lenet5, bad, dtype):
         lenet5(x)
 
 
+def test_all_finite_checks_every_entry():
+    """The input check (_core._all_finite, integer tests of the exponent bits):
+    each non-finite value found at every position of arrays of 0-70 entries
+    (vector body and tail), finite extremes and NaN payloads told apart."""
+    from sparsenet import _core
+    edge = np.array([0.0, -0.0, np.finfo(np.float32).max, -np.finfo(np.float32).max,
+                     np.finfo(np.float32).tiny, 1e-45, -1e-45], np.float32)
+    assert _core._all_finite(edge)
+    assert _core._all_finite(np.zeros(0, np.float32))
+    payload_nan = np.array([0x7FC00001, 0xFF800001, 0x7F800001], np.uint32).view(np.float32)
+    for bad in [np.nan, np.inf, -np.inf, *payload_nan]:
+        for n in (1, 7, 8, 9, 31, 70):
+            for i in range(n):
+                x = np.ones(n, np.float32)
+                x[i] = bad
+                assert not _core._all_finite(x), (bad, n, i)
+                assert not _core._all_finite(x.reshape(1, n))
+    assert _core._all_finite(np.ones((3, 5, 7), np.float32))
+
+
 def test_float64_overflowing_float32_input(lenet5):
     x = np.zeros((1, 1, 28, 28))
     x[0, 0, 0, 0] = 1e300  # finite in float64, Inf once converted

@@ -245,7 +245,7 @@ def _host_input(x: Any) -> np.ndarray:
     if array.dtype != np.float32 or not array.flags.c_contiguous:  # else: as it is, no copy
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf, refused below
             array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
+    if not _core._all_finite(array):
         raise InputError(f"input of shape {array.shape} contains NaN or Inf")
     return array
 
