@@ -2,13 +2,14 @@
 // f32_csrmv_avx2.cc): 32 nonzeros per step in four 8-lane accumulators, then
 // 16, then 8, then the row's scalar tail. Four chains rather than two keep more
 // x fetches in flight (Zen 4, x by masked broadcasts, 4096x4096 matrix in L3,
-// one thread, C++ probe: 350 -> 328 us at 10 %, 146 -> 136 us at 4 %). With a.stream (the matrix is not expected in
-// cache) the value and index streams are prefetched kStreamAhead nonzeros
-// ahead; without, the loop has no prefetches and no branch for them, which
-// frees load slots (Zen 4, 4096x4096 at 10 %, about 10 MB, one thread, C++
-// probe: 384 -> 352 us with the matrix in L3, 516 -> 487 us after evicting it;
-// but 8192x4096 at 10 % 814 -> 905 us and 4096x4096 at 30 % 1.20 -> 1.68 ms
-// warm: larger matrices need the prefetches). `load8(x, c)` fetches the eight x values of
+// one thread, C++ probe: 350 -> 328 us at 10 %, 146 -> 136 us at 4 %; six or
+// eight chains no faster). With a.stream (the matrix is not expected in cache)
+// the value and index streams are prefetched kStreamAhead nonzeros ahead;
+// without, the loop has no prefetches and no branch for them, which frees load
+// slots (Zen 4, 4096x4096 at 10 %, about 10 MB, one thread, C++ probe: 384 ->
+// 352 us with the matrix in L3, 516 -> 487 us after evicting it; but 8192x4096
+// at 10 % 814 -> 905 us and 4096x4096 at 30 % 1.20 -> 1.68 ms warm: larger
+// matrices need the prefetches). `load8(x, c)` fetches the eight x values of
 // indices c[0..7]. Included only by kernel files, each compiled with its own
 // ISA flags: everything here has internal linkage, so no TU's copy is linked
 // into another (a shared inline definition could run AVX-512 code on a CPU

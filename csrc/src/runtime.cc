@@ -4,7 +4,9 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>  // sysconf
+#endif
 
 #include "kernels.h"
 #include "sparsenet/errors.h"
