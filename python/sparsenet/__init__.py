@@ -10,7 +10,18 @@ from __future__ import annotations
 
 import os
 
-from . import _core
+try:
+    from . import _core
+except ImportError as _exc:
+    if "libscipy_openblas" not in str(_exc):
+        raise
+    # _core finds OpenBLAS through an RPATH into its own site-packages; where pip
+    # put scipy-openblas32 elsewhere (a venv with --system-site-packages, a
+    # --user install), load that copy by path first (RTLD_GLOBAL), then retry.
+    import scipy_openblas32
+
+    scipy_openblas32.get_openblas_config()
+    from . import _core
 from .errors import FormatError, InputError, ModelError, ShapeError, WeightError
 from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight
 from .model import CudaModel, DeviceError, Model
