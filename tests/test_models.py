@@ -542,6 +542,24 @@ def test_kernel_info_by_default(no_isa_env):
     assert {core.isa for core in model._core_layers if hasattr(core, "isa")} == {info["isa"]}
 
 
+def test_imports_where_openblas_sits_in_another_site_packages(tmp_path):
+    """An installed _core finds libscipy_openblas.so through an RPATH into its
+    own site-packages ($ORIGIN/../scipy_openblas32/lib); a copy of the package
+    in a directory without that beside it (what a --system-site-packages venv
+    or a --user install gives) still imports and runs, by loading the library
+    through scipy_openblas32 first."""
+    import shutil
+    package = os.path.dirname(sparsenet.__file__)
+    shutil.copytree(package, tmp_path / "sparsenet", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import numpy as np, sparsenet; m = sparsenet.models.lenet_300_100(); "
+            "print(m(np.zeros((1, 784), np.float32)).shape)")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 10)"
+
+
 def test_empty_isa_variable_means_unset(monkeypatch):
     monkeypatch.setenv("SPARSENET_ISA", "")
     assert sparsenet.kernel_info()["forced_by"] is None
