@@ -163,6 +163,8 @@ def test_csr_invariants(indptr, indices, data, match):
 def test_valid_csr_with_unsorted_and_duplicate_indices_is_accepted():
     weight = SparseWeight((3, 4), np.array([0, 3, 3, 5]), np.array([3, 0, 3, 1, 1]), np.arange(1, 6, dtype=np.float32))
     assert np.array_equal(weight.to_dense(), [[2, 0, 0, 4], [0, 0, 0, 0], [0, 9, 0, 0]])
+    assert np.array_equal(weight.indices, [0, 3, 3, 1, 1])  # rows sorted, stably
+    assert np.array_equal(weight.data, [2, 1, 3, 4, 5])
     x = np.array([[1.0, 10.0, 100.0, 1000.0]], np.float32)
     for backend in ("sparse", "dense"):
         assert np.array_equal(Model([Linear(weight)], backend=backend)(x), [[4002.0, 0.0, 90.0]])

@@ -671,3 +671,21 @@ def test_auto_choices_are_shared_by_equal_layers(tmp_path):
     for a, b in zip(first.layers, second.layers):
         if isinstance(a, (Conv2d, Linear)):
             assert a.backend == "auto" and a.choices == b.choices and len(a.choices) == 1
+
+
+def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng):
+    """The engine's own CSR constructor sorts each row (a C++ caller or the .npz
+    loader may hand it unsorted rows): a Linear wider than L1 splits its rows
+    into column slices for batch 1, which needs them in column order. Before,
+    unsorted rows gave wrong sums there."""
+    rows, cols = 16, 25_088
+    dense = sparse_dense_array((rows, cols), 0.05, rng)
+    weight = sparsenet.SparseWeight.from_dense(dense)
+    indices, data = weight.indices.copy(), weight.data.copy()
+    for r in range(rows):  # reverse every row
+        part = slice(weight.indptr[r], weight.indptr[r + 1])
+        indices[part], data[part] = indices[part][::-1], data[part][::-1]
+    x = rng.standard_normal((1, cols)).astype(np.float32)
+    for backend in ("sparse", "auto"):
+        core = sparsenet._core.Linear("fc", "fc.weight", rows, cols, weight.indptr, indices, data, None, backend)
+        assert_close(sparsenet._core.Model([core]).forward(x), ref_linear(x, dense, None))

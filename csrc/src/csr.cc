@@ -1,8 +1,11 @@
 #include "sparsenet/csr.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <tuple>
+#include <utility>
 
 #include "sparsenet/errors.h"
 
@@ -12,6 +15,21 @@ namespace {
 constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
 
 std::string str(int64_t v) { return std::to_string(v); }
+
+// Puts each row's nonzeros in increasing column order, stably (duplicates keep
+// their order); rows already in order, the usual case, cost one pass.
+template <typename Index>
+void sort_rows(const std::vector<uint32_t>& row_ptr, std::vector<Index>& cols, std::vector<float>& values) {
+  std::vector<std::pair<Index, float>> row;
+  for (size_t r = 0; r + 1 < row_ptr.size(); ++r) {
+    const size_t begin = row_ptr[r], end = row_ptr[r + 1];
+    if (std::is_sorted(cols.begin() + begin, cols.begin() + end)) continue;
+    row.clear();
+    for (size_t k = begin; k < end; ++k) row.emplace_back(cols[k], values[k]);
+    std::stable_sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t k = begin; k < end; ++k) std::tie(cols[k], values[k]) = row[k - begin];
+  }
+}
 
 }  // namespace
 
@@ -58,8 +76,10 @@ CsrMatrix CsrMatrix::from_arrays(const std::string& context, int64_t rows, int64
   m.values_.assign(values, values + values_len);
   if (cols <= 65536) {
     m.col16_.assign(col_idx, col_idx + col_idx_len);
+    sort_rows(m.row_ptr_, m.col16_, m.values_);
   } else {
     m.col32_.assign(col_idx, col_idx + col_idx_len);
+    sort_rows(m.row_ptr_, m.col32_, m.values_);
   }
   return m;
 }

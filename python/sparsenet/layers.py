@@ -46,7 +46,10 @@ class SparseWeight:
 
     ``shape`` is the logical shape: ``(out, in)`` for Linear, ``(O, I, kh, kw)``
     for Conv2d, whose matrix view is ``(O, I*kh*kw)``. ``indptr``/``indices``
-    are int64, ``data`` float32; ``validate`` checks every CSR invariant.
+    are int64, ``data`` float32; ``validate`` checks every CSR invariant. Each
+    row's nonzeros may come in any column order; they are kept sorted by
+    column (stably: repeated columns, which add up, keep their order), as the
+    engine keeps them.
     """
 
     def __init__(self, shape: Sequence[int], indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
@@ -62,6 +65,20 @@ class SparseWeight:
             raise WeightError(f"{context}: data must be a 1-D float array, got {data.dtype} {data.shape}")
         self.data = np.ascontiguousarray(data, dtype=np.float32)
         self.validate()
+        self._sort_rows()
+
+    def _sort_rows(self) -> None:
+        if self.indices.size < 2:
+            return
+        falls = np.diff(self.indices) < 0
+        starts = self.indptr[1:-1]
+        falls[starts[(starts > 0) & (starts < self.indices.size)] - 1] = False  # across a row boundary
+        if not falls.any():
+            return
+        rows = np.repeat(np.arange(self.rows, dtype=np.int64), np.diff(self.indptr))
+        order = np.lexsort((self.indices, rows))  # stable
+        self.indices = self.indices[order]
+        self.data = self.data[order]
 
     def _as_index_array(self, array: np.ndarray, what: str) -> np.ndarray:
         array = np.asarray(array)

@@ -12,9 +12,10 @@ namespace sparsenet {
 //
 //   row_ptr: rows + 1 entries, row_ptr[0] == 0, non-decreasing, row_ptr[rows] == nnz.
 //   values:  nnz fp32 values, finite.
-//   column indices: nnz entries in [0, cols), stored as uint16 when cols <= 65536
-//   (col16) and as uint32 otherwise (col32); the other vector is empty.
-// Column indices need not be sorted within a row; duplicates add up.
+//   column indices: nnz entries in [0, cols), non-decreasing within each row,
+//   stored as uint16 when cols <= 65536 (col16) and as uint32 otherwise (col32);
+//   the other vector is empty. from_arrays takes each row's nonzeros in any
+//   order and sorts them by column, stably; repeated columns add up.
 class CsrMatrix {
  public:
   CsrMatrix() = default;
