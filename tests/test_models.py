@@ -673,6 +673,57 @@ def test_auto_choices_are_shared_by_equal_layers(tmp_path):
             assert a.backend == "auto" and a.choices == b.choices and len(a.choices) == 1
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["linear", "conv2d", "linear-u32"])
+def test_built_layers_give_their_weight_back_exactly(rng, backend, kind):
+    """A layer built into an engine that keeps its CSR weight (sparse, auto)
+    drops its own int64 copy and rebuilds ``weight`` from the engine: the same
+    arrays, explicit zeros and duplicate column indices included (rows given
+    unsorted are sorted, stably, by SparseWeight and by the engine alike). A
+    dense engine keeps no CSR, so the layer keeps its own."""
+    rows, cols = {"linear": (7, 40), "conv2d": (5, 3 * 3 * 3), "linear-u32": (3, 70_000)}[kind]
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    indices, data = [], []
+    for r in range(rows):
+        picked = rng.choice(cols, size=min(cols, 6), replace=False)[::-1]  # unsorted
+        indices += list(picked) + [picked[0]]  # a duplicate
+        data += list(rng.standard_normal(len(picked)).astype(np.float32)) + [0.0]  # an explicit zero
+        indptr[r + 1] = len(indices)
+    indices, data = np.array(indices, dtype=np.int64), np.array(data, dtype=np.float32)
+    shape = (rows, cols) if kind != "conv2d" else (rows, 3, 3, 3)
+    weight = sparsenet.SparseWeight(shape, indptr, indices, data)
+    for r in range(rows):  # each row sorted by column, stably: the duplicate follows its twin
+        part = slice(indptr[r], indptr[r + 1])
+        order = np.argsort(indices[part], kind="stable")
+        assert np.array_equal(weight.indices[part], indices[part][order])
+        assert np.array_equal(weight.data[part], data[part][order])
+    indices, data = weight.indices.copy(), weight.data.copy()
+    bias = rng.standard_normal(rows).astype(np.float32)
+    layer = Linear(weight, bias) if kind != "conv2d" else Conv2d(weight, bias, padding=1)
+    input_shape = (cols,) if kind != "conv2d" else (3, 6, 6)
+    model = Model([layer], backend=backend, input_shape=input_shape)
+    assert (layer._weight is None) == (backend != "dense")
+    summary_facts = (layer.shape, layer.nnz, layer.density, layer.storage, layer.stored_bytes, layer.dense_bytes)
+    model.summary()
+    assert layer._weight_ref is None  # the facts need no arrays
+    back = layer.weight
+    assert back.shape == shape and back.indptr.dtype == np.int64 and back.indices.dtype == np.int64
+    for got, want in ((back.indptr, indptr), (back.indices, indices), (back.data, data)):
+        assert np.array_equal(got, want)
+    assert layer.weight is back  # cached while held
+    assert summary_facts == (back.shape, back.nnz, back.density, back.storage(layer.name),
+                             back.stored_bytes(layer.name) + bias.nbytes, back.dense_bytes() + bias.nbytes)
+    x = rng.standard_normal((2, *input_shape)).astype(np.float32)
+    expected = model(x)
+    # Built again (the weight now comes from the first engine) and on another backend.
+    for other in BACKENDS:
+        again = Model([layer], backend=other, input_shape=input_shape)
+        assert_close(again(x), expected)
+        assert (layer._weight is None) == (other != "dense")
+    del back
+    assert np.array_equal(layer.weight.indices, indices)
+
+
 def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng):
     """The engine's own CSR constructor sorts each row (a C++ caller or the .npz
     loader may hand it unsorted rows): a Linear wider than L1 splits its rows
@@ -689,3 +740,5 @@ def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng):
     for backend in ("sparse", "auto"):
         core = sparsenet._core.Linear("fc", "fc.weight", rows, cols, weight.indptr, indices, data, None, backend)
         assert_close(sparsenet._core.Model([core]).forward(x), ref_linear(x, dense, None))
+        indptr_back, indices_back, data_back = core.weight_arrays()
+        assert np.array_equal(indices_back, weight.indices) and np.array_equal(data_back, weight.data)

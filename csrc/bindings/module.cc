@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -331,7 +332,25 @@ PYBIND11_MODULE(_core, m) {
            py::arg("choice"))
       .def_property_readonly("nnz", &WeightedLayer::nnz)
       .def_property_readonly("rows", &WeightedLayer::rows)
-      .def_property_readonly("cols", &WeightedLayer::cols);
+      .def_property_readonly("cols", &WeightedLayer::cols)
+      .def_property_readonly("holds_csr", [](const WeightedLayer& l) { return l.backend() != Backend::kDense; },
+                             "True when the layer keeps the CSR weight it was built from, exactly "
+                             "(sparse and auto layers): weight_arrays() then gives it back unchanged.")
+      .def("weight_arrays", [](const WeightedLayer& l) {
+             const CsrMatrix w = l.weight_csr();
+             Int64Array indptr(static_cast<py::ssize_t>(w.row_ptr().size()));
+             Int64Array indices(static_cast<py::ssize_t>(w.nnz()));
+             FloatArray data(static_cast<py::ssize_t>(w.nnz()));
+             std::copy(w.row_ptr().begin(), w.row_ptr().end(), indptr.mutable_data());
+             if (w.narrow_indices())
+               std::copy(w.col16().begin(), w.col16().end(), indices.mutable_data());
+             else
+               std::copy(w.col32().begin(), w.col32().end(), indices.mutable_data());
+             std::copy(w.values().begin(), w.values().end(), data.mutable_data());
+             return py::make_tuple(indptr, indices, data);
+           },
+           "The weight as CSR arrays (indptr int64, indices int64, data float32) over its "
+           "(rows, cols) matrix view; for a dense layer, its nonzeros.");
 
   py::class_<Linear, WeightedLayer, std::shared_ptr<Linear>>(m, "Linear")
       .def(py::init([](const std::string& name, const std::string& key, int64_t rows, int64_t cols,

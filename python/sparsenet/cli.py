@@ -15,6 +15,7 @@ from . import get_num_threads, kernel_info, set_num_threads
 from .errors import FormatError, ModelError
 from ._timing import median_seconds
 from .format import file_sizes
+from .layers import _Weighted
 from .model import Model, _human_bytes
 from .models import ARCHITECTURES, random_model
 
@@ -100,7 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     dense = Model.load(path, backend="dense")
     images, labels = load_mnist(data, "test")
     info = kernel_info()
-    weights = sum(layer.weight.rows * layer.weight.cols for layer in sparse.layers if hasattr(layer, "weight"))
+    weights = sum(int(np.prod(layer.shape)) for layer in sparse.layers if isinstance(layer, _Weighted))
     print(f"sparsenet demo: {os.path.basename(path)}, {100 * sparse.nnz / weights:.2f} % of {weights:,} weights left "
           f"({weights / sparse.nnz:.1f}x fewer); {info['isa']} kernels, {get_num_threads()} threads\n")
     print(sparse.summary())

@@ -7,6 +7,7 @@ keeps its weight in CSR form; the engine runs it sparse or dense.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Sequence
 
 import numpy as np
@@ -154,13 +155,13 @@ class SparseWeight:
 
     # Storage accounting, as the .npz writer stores it.
     def index_dtype(self) -> np.dtype:
-        return _narrowest_unsigned(max(self.cols - 1, 0))
+        return _index_dtype(self.cols)
 
     def indptr_dtype(self) -> np.dtype:
         return _narrowest_unsigned(self.nnz)
 
     def csr_bytes(self) -> int:
-        return self.nnz * (4 + self.index_dtype().itemsize) + (self.rows + 1) * self.indptr_dtype().itemsize
+        return _csr_bytes(self.rows, self.cols, self.nnz)
 
     def dense_bytes(self) -> int:
         return self.rows * self.cols * 4
@@ -169,12 +170,26 @@ class SparseWeight:
         """"csr" or "dense", whichever gives the smaller file: the array bytes plus
         what np.savez adds per member (CSR takes three, ``name.weight.data`` etc.;
         dense one, ``name.weight``), so small layers never grow the file."""
-        key = f"{name}.weight"
-        csr = self.csr_bytes() + sum(_npz_member_overhead(f"{key}.{part}") for part in ("data", "indices", "indptr"))
-        return "csr" if csr < self.dense_bytes() + _npz_member_overhead(key) else "dense"
+        return _storage(self.rows, self.cols, self.nnz, name)
 
     def stored_bytes(self, name: str = "") -> int:
         return self.csr_bytes() if self.storage(name) == "csr" else self.dense_bytes()
+
+
+# The accounting above needs only the matrix view's size and nnz, so a layer
+# answers it without its arrays (which it may have handed to the engine).
+def _index_dtype(cols: int) -> np.dtype:
+    return _narrowest_unsigned(max(cols - 1, 0))
+
+
+def _csr_bytes(rows: int, cols: int, nnz: int) -> int:
+    return nnz * (4 + _index_dtype(cols).itemsize) + (rows + 1) * _narrowest_unsigned(nnz).itemsize
+
+
+def _storage(rows: int, cols: int, nnz: int, name: str) -> str:
+    key = f"{name}.weight"
+    csr = _csr_bytes(rows, cols, nnz) + sum(_npz_member_overhead(f"{key}.{part}") for part in ("data", "indices", "indptr"))
+    return "csr" if csr < rows * cols * 4 + _npz_member_overhead(key) else "dense"
 
 
 class Layer:
@@ -206,56 +221,98 @@ class Layer:
 
 
 class _Weighted(Layer):
+    """A layer with a weight and an optional bias.
+
+    Once a :class:`Model` has built the layer into an engine that keeps the CSR
+    weight (sparse and auto backends), the layer drops its own copy (int64
+    indices: twice the engine's bytes) and ``weight`` rebuilds it from the
+    engine when asked, the same arrays as given; it stays cached while anyone
+    holds it. Shape, nnz and storage facts never need the arrays.
+    """
+
     def __init__(self, weight: Any, bias: Any, name: str | None, shape_hint: Sequence[int] | None):
         super().__init__(name)
         context = f"{self.kind} layer '{name}' key '{name}.weight'"
-        self.weight = SparseWeight.coerce(weight, shape_hint, context)
+        self._weight: SparseWeight | None = SparseWeight.coerce(weight, shape_hint, context)
+        self._weight_ref: weakref.ref | None = None
+        self._core: Any = None
+        self._shape: tuple = self._weight.shape
+        self._nnz: int = self._weight.nnz
         if bias is None:
             self.bias = None
         else:
             bias = np.asarray(bias)
-            if bias.dtype.kind != "f" or bias.shape != (self.weight.rows,):
+            if bias.dtype.kind != "f" or bias.shape != (self._weight.rows,):
                 raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias {bias.dtype} {bias.shape} must be "
-                                  f"float of shape ({self.weight.rows},) for weight {self.weight.shape}")
+                                  f"float of shape ({self._weight.rows},) for weight {self._weight.shape}")
             if not np.isfinite(bias).all():
                 raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias contains NaN or Inf")
             self.bias = np.ascontiguousarray(bias, dtype=np.float32)
 
     @property
+    def weight(self) -> SparseWeight:
+        if self._weight is not None:
+            return self._weight
+        weight = self._weight_ref() if self._weight_ref is not None else None
+        if weight is None:
+            indptr, indices, data = self._core.weight_arrays()
+            weight = SparseWeight(self._shape, indptr, indices, data,
+                                  f"{self.kind} layer '{self.name}' key '{self.name}.weight'")
+            self._weight_ref = weakref.ref(weight)
+        return weight
+
+    def _attach(self, core: Any) -> None:
+        """Called by Model once it has built this layer into ``core``."""
+        if core.holds_csr:
+            self._weight = None  # weight_arrays() gives it back exactly
+        else:
+            self._weight = self.weight  # a dense engine keeps no CSR: keep ours
+        self._weight_ref = None
+        self._core = core
+
+    @property
     def shape(self) -> tuple:
-        return self.weight.shape
+        return self._shape
 
     @property
     def choices(self) -> dict:
         """For backend "auto": what was measured fastest per input size so far,
         "sparse", "dense" or (stride-1 convolutions) "dense-direct" or "dense-winograd"
         (key: the batch bucket for Linear, a hash of map size and batch bucket for Conv2d)."""
-        core = getattr(self, "_core", None)
-        return dict(core.choices) if core is not None else {}
+        return dict(self._core.choices) if self._core is not None else {}
+
+    @property
+    def _rows_cols(self) -> tuple[int, int]:
+        return self._shape[0], int(np.prod(self._shape[1:]))
 
     @property
     def nnz(self) -> int:
-        return self.weight.nnz
+        return self._nnz
 
     @property
     def density(self) -> float:
-        return self.weight.density
+        rows, cols = self._rows_cols
+        return self._nnz / (rows * cols) if rows * cols else 0.0
 
     @property
     def storage(self) -> str:
-        return self.weight.storage(self.name or "")
+        return _storage(*self._rows_cols, self._nnz, self.name or "")
 
     @property
     def stored_bytes(self) -> int:
-        return self.weight.stored_bytes(self.name or "") + (self.bias.nbytes if self.bias is not None else 0)
+        rows, cols = self._rows_cols
+        weight = _csr_bytes(rows, cols, self._nnz) if self.storage == "csr" else rows * cols * 4
+        return weight + (self.bias.nbytes if self.bias is not None else 0)
 
     @property
     def dense_bytes(self) -> int:
-        return self.weight.dense_bytes() + (self.bias.nbytes if self.bias is not None else 0)
+        rows, cols = self._rows_cols
+        return rows * cols * 4 + (self.bias.nbytes if self.bias is not None else 0)
 
     def _rename(self, name: str) -> None:
         self.name = name
-        self.weight.context = f"{self.kind} layer '{name}' key '{name}.weight'"
+        if self._weight is not None:
+            self._weight.context = f"{self.kind} layer '{name}' key '{name}.weight'"
 
 
 class Linear(_Weighted):
@@ -265,16 +322,16 @@ class Linear(_Weighted):
 
     def __init__(self, weight: Any, bias: Any = None, name: str | None = None):
         super().__init__(weight, bias, name, None)
-        if len(self.weight.shape) != 2:
-            raise WeightError(f"linear layer '{name}': weight must be 2-D (out, in), got {self.weight.shape}")
+        if len(self._shape) != 2:
+            raise WeightError(f"linear layer '{name}': weight must be 2-D (out, in), got {self._shape}")
 
     @property
     def in_features(self) -> int:
-        return self.weight.shape[1]
+        return self._shape[1]
 
     @property
     def out_features(self) -> int:
-        return self.weight.shape[0]
+        return self._shape[0]
 
     def config(self) -> dict:
         return {}
@@ -305,11 +362,11 @@ class Conv2d(_Weighted):
                 raise WeightError(f"conv2d layer '{name}': weight {weight.shape} does not fit kernel {kh}x{kw}")
             shape_hint = (rows, in_channels or cols // (kh * kw), kh, kw)
         super().__init__(weight, bias, name, shape_hint)
-        if len(self.weight.shape) != 4:
-            raise WeightError(f"conv2d layer '{name}': weight must be 4-D (O, I, kh, kw), got {self.weight.shape}; "
+        if len(self._shape) != 4:
+            raise WeightError(f"conv2d layer '{name}': weight must be 4-D (O, I, kh, kw), got {self._shape}; "
                               "pass kernel_size for a 2-D sparse weight")
         self.stride = _pair(stride, "stride", str(name))
-        kh, kw = self.weight.shape[2:]
+        kh, kw = self._shape[2:]
         if isinstance(padding, str):
             if padding == "valid":
                 padding = 0
@@ -325,15 +382,15 @@ class Conv2d(_Weighted):
 
     @property
     def in_channels(self) -> int:
-        return self.weight.shape[1]
+        return self._shape[1]
 
     @property
     def out_channels(self) -> int:
-        return self.weight.shape[0]
+        return self._shape[0]
 
     @property
     def kernel_size(self) -> tuple[int, int]:
-        return self.weight.shape[2], self.weight.shape[3]
+        return self._shape[2], self._shape[3]
 
     def config(self) -> dict:
         return {"stride": list(self.stride), "padding": list(self.padding)}

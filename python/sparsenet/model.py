@@ -88,13 +88,13 @@ class Model:
             seen.add(layer.name)
         _static_chain_check(self.layers)
         self._core_layers = [layer._build(backend) for layer in self.layers]
-        for layer, core in zip(self.layers, self._core_layers):
-            layer.backend = getattr(core, "backend", None)
-            if isinstance(layer, _Weighted):
-                layer._core = core
         self._engine = _core.Model(self._core_layers)
         if self.input_shape is not None:
             self._engine.output_shape(list(self.input_shape))
+        for layer, core in zip(self.layers, self._core_layers):
+            layer.backend = getattr(core, "backend", None)
+            if isinstance(layer, _Weighted):
+                layer._attach(core)
 
     # ----------------------------------------------------------------- running
     def __call__(self, x: Any) -> np.ndarray:
@@ -154,7 +154,7 @@ class Model:
         stored = sum(layer.stored_bytes for layer in self.layers)
         dense = sum(layer.dense_bytes for layer in self.layers)
         total_dense_params = self.parameters
-        density = self.nnz / max(1, sum(l.weight.rows * l.weight.cols for l in self.layers if isinstance(l, _Weighted)))
+        density = self.nnz / max(1, sum(int(np.prod(l.shape)) for l in self.layers if isinstance(l, _Weighted)))
         rows.append(("total", "", "", f"{self.nnz:,}", f"{100 * density:.1f}%", "",
                      _human_bytes(stored), _human_bytes(dense), self.backend))
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]

@@ -97,7 +97,7 @@ def _file_sizes(model: Any) -> dict[str, int]:
 def _layer_table(model: Any, han: dict) -> list[dict]:
     from .layers import _Weighted
 
-    return [{"layer": layer.name, "shape": list(layer.shape), "weights": layer.weight.rows * layer.weight.cols,
+    return [{"layer": layer.name, "shape": list(layer.shape), "weights": int(np.prod(layer.shape)),
              "nonzeros": layer.nnz, "density": layer.density, "han_density": han.get(layer.name)}
             for layer in model.layers if isinstance(layer, _Weighted)]
 

@@ -107,14 +107,14 @@ def with_weights(model: Model, weights: Mapping[str, Any], backend: str | None =
         else:
             weight = _weight(weight, name)
             shape = weight.shape
-        if shape != layer.weight.shape:
+        if shape != layer.shape:
             raise WeightError(f"{where}: new weight of shape {shape} does not match the layer's weight of shape "
-                              f"{layer.weight.shape}")
+                              f"{layer.shape}")
         if bias is not None:
             bias = np.asarray(bias)
-            if bias.dtype.kind not in "fiu" or bias.shape != (layer.weight.rows,):
+            if bias.dtype.kind not in "fiu" or bias.shape != (layer.shape[0],):
                 raise WeightError(f"{where}: new bias {bias.dtype} {bias.shape} must be real numbers of shape "
-                                  f"({layer.weight.rows},) for weight {layer.weight.shape}")
+                                  f"({layer.shape[0]},) for weight {layer.shape}")
             bias = bias.astype(np.float32)
         replacements[name] = (weight, bias)
     return _rebuild(model, replacements, backend)
