@@ -724,21 +724,25 @@ def test_built_layers_give_their_weight_back_exactly(rng, backend, kind):
     assert np.array_equal(layer.weight.indices, indices)
 
 
-def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng):
+@pytest.mark.parametrize("cols", [25_088, 70_000])
+def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng, cols):
     """The engine's own CSR constructor sorts each row (a C++ caller or the .npz
     loader may hand it unsorted rows): a Linear wider than L1 splits its rows
     into column slices for batch 1, which needs them in column order. Before,
-    unsorted rows gave wrong sums there."""
-    rows, cols = 16, 25_088
+    unsorted rows gave wrong sums there. Such a layer keeps its nonzeros only
+    in its two panel layouts and reassembles the CSR on demand: exactly."""
+    rows = 16
     dense = sparse_dense_array((rows, cols), 0.05, rng)
     weight = sparsenet.SparseWeight.from_dense(dense)
     indices, data = weight.indices.copy(), weight.data.copy()
     for r in range(rows):  # reverse every row
         part = slice(weight.indptr[r], weight.indptr[r + 1])
         indices[part], data[part] = indices[part][::-1], data[part][::-1]
-    x = rng.standard_normal((1, cols)).astype(np.float32)
     for backend in ("sparse", "auto"):
         core = sparsenet._core.Linear("fc", "fc.weight", rows, cols, weight.indptr, indices, data, None, backend)
-        assert_close(sparsenet._core.Model([core]).forward(x), ref_linear(x, dense, None))
+        for batch in (1, 3, 70):
+            x = rng.standard_normal((batch, cols)).astype(np.float32)
+            assert_close(sparsenet._core.Model([core]).forward(x), ref_linear(x, dense, None))
         indptr_back, indices_back, data_back = core.weight_arrays()
+        assert np.array_equal(indptr_back, weight.indptr)
         assert np.array_equal(indices_back, weight.indices) and np.array_equal(data_back, weight.data)

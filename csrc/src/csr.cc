@@ -74,7 +74,7 @@ CsrMatrix CsrMatrix::from_arrays(const std::string& context, int64_t rows, int64
   m.cols_ = cols;
   m.row_ptr_.assign(row_ptr, row_ptr + row_ptr_len);
   m.values_.assign(values, values + values_len);
-  if (cols <= 65536) {
+  if (narrow_columns(cols)) {
     m.col16_.assign(col_idx, col_idx + col_idx_len);
     sort_rows(m.row_ptr_, m.col16_, m.values_);
   } else {

@@ -393,15 +393,42 @@ void WeightedLayer::run_chosen(int64_t key, size_t workers,
 }
 
 CsrMatrix WeightedLayer::weight_csr() const {
-  if (backend_ != Backend::kDense) return sparse_;
-  return CsrMatrix::from_dense("layer '" + name() + "'", rows_, cols_, dense_.data());
+  if (backend_ == Backend::kDense)
+    return CsrMatrix::from_dense("layer '" + name() + "'", rows_, cols_, dense_.data());
+  if (!csr_released_) return sparse_;
+  // Row by row, its pieces in panel order: each piece is sorted and lies in
+  // its panel's columns, so the row comes back as it was.
+  const size_t rows = static_cast<size_t>(rows_);
+  std::vector<int64_t> row_ptr(rows + 1, 0), cols;
+  std::vector<float> values;
+  cols.reserve(nnz_);
+  values.reserve(nnz_);
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t p = 0; p < vector_panels_; ++p) {
+      const size_t i = p * (rows + 1) + r;
+      for (uint32_t k = vector_starts_[i]; k < vector_starts_[i + 1]; ++k) {
+        cols.push_back(static_cast<int64_t>(p * vector_width_ + vector_col16_[k]));
+        values.push_back(vector_values_[k]);
+      }
+    }
+    row_ptr[r + 1] = static_cast<int64_t>(cols.size());
+  }
+  return CsrMatrix::from_arrays("layer '" + name() + "'", rows_, cols_, row_ptr.data(), row_ptr.size(),
+                                cols.data(), cols.size(), values.data(), values.size());
 }
 
 std::vector<float> WeightedLayer::weight_dense() const {
   if (backend_ != Backend::kSparse) return dense_;
   std::vector<float> dense(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));
-  sparse_.to_dense(dense.data());
+  (csr_released_ ? weight_csr() : sparse_).to_dense(dense.data());
   return dense;
+}
+
+void WeightedLayer::release_csr_entries() {
+  if (backend_ == Backend::kDense || vector_panels_ == 0 || panels_ == 0) return;
+  row_ptr_ = sparse_.row_ptr();
+  sparse_ = CsrMatrix();
+  csr_released_ = true;
 }
 
 void WeightedLayer::sparse_matmul_serial(const float* x, size_t ldx, size_t n, float* y,
@@ -416,6 +443,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
   const KernelTable& k = kernel_table(isa_);
   const uint32_t* rp = sparse_.row_ptr().data();
   const float* v = sparse_.values().data();
+  const bool narrow = CsrMatrix::narrow_columns(cols_);  // sparse_ may be released
   if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1) {
     if (vector_panels_ > 0) {
       // x in L1-sized slices: the row range once per panel, adding into y.
@@ -428,7 +456,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
         (vector_loads_ ? k.csrmv_u16_l1_stream : k.csrmv_u16)(panel, x + p * vector_width_, pe,
                                                               row_begin, row_end, y);
       }
-    } else if (sparse_.narrow_indices()) {
+    } else if (narrow) {
       (csrmv_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(
           {rp, sparse_.col16().data(), v, nullptr, false, csrmv_stream_}, x, ep, row_begin, row_end, y);
     } else {
@@ -451,7 +479,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
           const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
           // Row r's nonzeros in this block and panel: [starts[r], starts[r + 1]).
           const uint32_t* starts = panel_starts_.data() + r0 * panels_ + p * (r1 - r0) - r0;
-          if (sparse_.narrow_indices())
+          if (narrow)
             k.csrmm_u16({starts, panel_col16_.data(), panel_values_.data()}, x, ldx, pe, rb, re,
                         c0, c1, y, ldy);
           else
@@ -462,7 +490,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
     }
   } else {
     const bool prefetch = prefetch_x(col_end - col_begin);
-    if (sparse_.narrow_indices())
+    if (narrow)
       k.csrmm_u16({rp, sparse_.col16().data(), v, nullptr, prefetch}, x, ldx, ep, row_begin,
                   row_end, col_begin, col_end, y, ldy);
     else
@@ -549,7 +577,7 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
 
   // Row block b starts at the first row whose nonzeros reach b/row_blocks of
   // the total (each task finds its own bounds: no allocation per call).
-  const auto& rp = sparse_.row_ptr();
+  const auto& rp = csr_row_ptr();
   const auto row_bound = [&](size_t b) -> size_t {
     if (b == 0) return 0;
     if (b == row_blocks) return static_cast<size_t>(rows_);
@@ -574,6 +602,7 @@ Linear::Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Back
   mix_signature(1);  // kind: linear
   build_column_panels();
   build_vector_panels();
+  release_csr_entries();  // batch 1 runs on the vector panels, batches on the column panels
 }
 
 Shape Linear::output_shape(const Shape& input) const {

@@ -35,7 +35,8 @@ class CsrMatrix {
   int64_t cols() const { return cols_; }
   size_t nnz() const { return values_.size(); }
   double density() const;
-  bool narrow_indices() const { return cols_ <= 65536; }  // col16 in use
+  bool narrow_indices() const { return narrow_columns(cols_); }  // col16 in use
+  static bool narrow_columns(int64_t cols) { return cols <= 65536; }
 
   const std::vector<uint32_t>& row_ptr() const { return row_ptr_; }
   const std::vector<uint16_t>& col16() const { return col16_; }

@@ -170,6 +170,11 @@ class WeightedLayer : public Layer {
   // is too long for L1; Linear calls it once from its constructor.
   void build_vector_panels();
   size_t vector_panels() const { return vector_panels_; }
+  // For a layer with both panel layouts, whose every product runs on one of
+  // them: frees the CSR's values and column indices (a third copy of the
+  // nonzeros), keeping its row pointers; weight_csr() reassembles the CSR from
+  // the vector panels (rows are sorted, so exactly).
+  void release_csr_entries();
 
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
   // (leading dimension ldx) into Y (leading dimension ldy), on ctx.pool.
@@ -188,7 +193,8 @@ class WeightedLayer : public Layer {
                            const float* x, size_t row_begin, size_t row_end, size_t col_begin,
                            size_t col_end, float* y, size_t ldy, bool accumulate, bool finish,
                            bool relu) const;
-  const CsrMatrix& sparse_weight() const { return sparse_; }
+  const CsrMatrix& sparse_weight() const { return sparse_; }  // empty after release_csr_entries()
+  const std::vector<uint32_t>& csr_row_ptr() const { return csr_released_ ? row_ptr_ : sparse_.row_ptr(); }
   // rows() x cols() row-major; empty for a sparse layer.
   const std::vector<float>& dense_weight() const { return dense_; }
   // The dense product of rows [row_begin, row_end) and columns [col_begin,
@@ -206,7 +212,9 @@ class WeightedLayer : public Layer {
   size_t nnz_;
   Backend backend_;
   Isa isa_;
-  CsrMatrix sparse_;                  // unless backend_ == kDense
+  CsrMatrix sparse_;                  // unless backend_ == kDense or csr_released_
+  bool csr_released_ = false;         // release_csr_entries(): the nonzeros live in the panels only
+  std::vector<uint32_t> row_ptr_;     // sparse_'s row pointers, once released
   std::vector<float> dense_;          // rows x cols row-major, unless backend_ == kSparse
   std::vector<float> bias_;           // rows entries, or empty
   // Column panels, for batched products whose X rows do not stay in cache:
