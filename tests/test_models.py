@@ -746,3 +746,20 @@ def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng, cols):
         indptr_back, indices_back, data_back = core.weight_arrays()
         assert np.array_equal(indptr_back, weight.indptr)
         assert np.array_equal(indices_back, weight.indices) and np.array_equal(data_back, weight.data)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv2d"])
+def test_auto_runs_layers_at_the_always_sparse_density_sparse(kind):
+    """Layers at most AUTO_SPARSE_DENSITY dense, counted in nonzeros (so that a
+    layer pruned to round(10 % of its size) counts as 10 %), run sparse with no
+    dense copy; one nonzero more and auto keeps both forms and measures."""
+    shape = (7, 13) if kind == "linear" else (5, 3, 3, 3)
+    size = int(np.prod(shape))
+    limit = int(np.ceil(sparsenet._core.AUTO_SPARSE_DENSITY[kind] * size))
+    for nnz, backend in ((limit, "sparse"), (limit + 1, "auto")):
+        flat = np.zeros(size, np.float32)
+        flat[np.linspace(0, size - 1, nnz).astype(int)] = 1.0
+        layer = Linear(flat.reshape(shape)) if kind == "linear" else Conv2d(flat.reshape(shape), padding=1)
+        assert layer.nnz == nnz
+        Model([layer], backend="auto")
+        assert layer.backend == backend, (nnz, size)

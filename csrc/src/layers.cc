@@ -120,7 +120,10 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     if (!std::isfinite(bias_[i]))
       throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': entry " +
                         std::to_string(i) + " is not finite (NaN or Inf)");
-  if (backend_ == Backend::kAuto && weight.density() <= always_sparse_density)
+  // "At most 10 %" counts nonzeros, so that round(0.1 * size) of them is 10 %.
+  if (backend_ == Backend::kAuto &&
+      static_cast<double>(weight.nnz()) <=
+          std::ceil(always_sparse_density * static_cast<double>(rows_) * static_cast<double>(cols_)))
     backend_ = Backend::kSparse;
   if (backend_ != Backend::kSparse) {
     dense_.resize(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));

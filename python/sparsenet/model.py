@@ -53,13 +53,15 @@ class Model:
 
     ``Model(layers, backend="auto")`` composes layer objects, like
     ``nn.Sequential``. ``backend="sparse"`` runs every weighted layer on CSR
-    kernels, ``"dense"`` on the BLAS baseline. ``"auto"`` runs very sparse
-    layers (FC at most 5 %, convolutions at most 10 % dense) sparse; every
-    other layer keeps both forms and, the first time it meets an input size,
-    times them and keeps the fastest (``layer.choices``): sparse, dense, and
-    for stride-1 convolutions a third, dense
-    direct convolution (the dense weights against the padded input in register
-    tiles, no im2col). So the first call with a new batch or image size is slower. ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
+    kernels, ``"dense"`` on the BLAS baseline. ``"auto"`` runs layers at most
+    10 % dense sparse (``_core.AUTO_SPARSE_DENSITY``: sparse won there at every
+    batch and map size measured, by 2x or more); every other layer keeps both forms
+    and, the first time it meets an input size, times them and keeps the
+    fastest (``layer.choices``): sparse, dense, and for stride-1 convolutions
+    dense direct convolution (the dense weights against the padded input in
+    register tiles, no im2col) and, for 3x3 and 5x5 kernels, dense Winograd
+    convolution. So the first call with a new batch or image size is slower.
+    ``input_shape`` (one sample, e.g. ``(1, 28, 28)``) is optional;
     when given, the whole chain of shapes is checked at construction.
     """
 
