@@ -214,6 +214,28 @@ def test_conv_on_larger_maps_and_many_channels(rng, backend, batch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch", [1, 3])
+def test_im2col_in_chunks_of_output_rows(rng, restore_threads, backend, batch):
+    """Patch matrices over 2^20 floats are lowered and multiplied a chunk of
+    output rows at a time: 144 weight columns x 101 output columns give chunks
+    of 72 rows, so the 97 (stride 1) and 99 (stride 2) output rows here end in
+    a shorter chunk. The stride-2 layer runs im2col on every backend."""
+    weight = sparse_dense_array((12, 16, 3, 3), 0.3, rng)
+    bias = rng.standard_normal(12).astype(np.float32)
+    strided = sparse_dense_array((7, 16, 3, 3), 0.4, rng)
+    x = rng.standard_normal((batch, 16, 97, 101)).astype(np.float32)
+    wide = rng.standard_normal((batch, 16, 199, 203)).astype(np.float32)
+    for threads in (1, 2):
+        sparsenet.set_num_threads(threads)
+        model = Model([Conv2d(weight, bias, padding=1)], backend=backend)
+        if backend == "auto":
+            model.layers[0]._core._pin_choice("dense")  # im2col + BLAS, not direct or Winograd
+        assert_close(model(x), ref_conv2d(x, weight, bias, 1, 1))
+        assert_close(Model([Conv2d(strided, None, stride=2)], backend=backend)(wide),
+                     ref_conv2d(wide, strided, None, 2, 0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 3])
 def test_conv_with_a_deep_input(rng, backend, batch):
     """240 input channels x 3x3 = 2,160 weight columns on a 12x37 map: a 524 KB
     padded image for the direct convolution, a 3.8 MB patch matrix for im2col."""

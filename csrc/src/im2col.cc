@@ -4,16 +4,16 @@
 
 namespace sparsenet {
 
-void im2col(const float* image, const ConvGeometry& g, float* cols) {
-  const int64_t out_size = g.out_h * g.out_w;
+void im2col(const float* image, const ConvGeometry& g, int64_t oy_begin, int64_t oy_end, float* cols) {
+  const int64_t out_size = (oy_end - oy_begin) * g.out_w;
   for (int64_t c = 0; c < g.channels; ++c) {
     const float* plane = image + c * g.height * g.width;
     for (int64_t i = 0; i < g.kernel_h; ++i) {
       for (int64_t j = 0; j < g.kernel_w; ++j) {
         float* row = cols + ((c * g.kernel_h + i) * g.kernel_w + j) * out_size;
-        for (int64_t oy = 0; oy < g.out_h; ++oy) {
+        for (int64_t oy = oy_begin; oy < oy_end; ++oy) {
           const int64_t iy = oy * g.stride_h - g.pad_h + i;
-          float* dst = row + oy * g.out_w;
+          float* dst = row + (oy - oy_begin) * g.out_w;
           if (iy < 0 || iy >= g.height) {
             std::memset(dst, 0, sizeof(float) * g.out_w);
             continue;

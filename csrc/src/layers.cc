@@ -732,6 +732,19 @@ size_t padded_image_floats(int64_t channels, int64_t padded_h, int64_t padded_w,
 }
 }  // namespace
 
+namespace {
+// im2col lowers at most about this many floats (4 MiB) at a time: whole rows
+// of output, at least one. The whole patch matrix of VGG's conv1_2 (576 x
+// 224^2) is 115 MB per worker; chunks of it give the BLAS and sparse products
+// enough columns (1,792 there) at a fraction of the memory.
+constexpr size_t kIm2colChunkFloats = 1 << 20;
+}  // namespace
+
+int64_t Conv2d::im2col_chunk_rows(int64_t out_h, int64_t out_w) const {
+  const size_t row_floats = std::max<size_t>(1, static_cast<size_t>(cols()) * static_cast<size_t>(out_w));
+  return std::max<int64_t>(1, std::min<int64_t>(out_h, static_cast<int64_t>(kIm2colChunkFloats / row_floats)));
+}
+
 size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
   if (is_pointwise()) return 0;
   const Shape out = output_shape(input);
@@ -742,8 +755,9 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
     floats = padded_image_floats(input[0], input[1] + 2 * pad_h_, padded_w, kernel_w_) +
              static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w) * padded_w);
   }
-  if (!direct_capable() || backend() != Backend::kSparse)  // the im2col patch matrix
-    floats = std::max(floats, static_cast<size_t>(cols()) * static_cast<size_t>(out[1] * out[2]));
+  if (!direct_capable() || backend() != Backend::kSparse)  // a chunk of the im2col patch matrix
+    floats = std::max(floats, static_cast<size_t>(cols()) *
+                                  static_cast<size_t>(im2col_chunk_rows(out[1], out[2]) * out[2]));
   if (can_run(Choice::kDenseWinograd)) floats = std::max(floats, winograd_scratch_floats(out[1], out[2]));
   return floats;
 }
@@ -1083,10 +1097,14 @@ void Conv2d::forward_with(Choice choice, const TensorView& in, const MutableTens
   const size_t in_stride = static_cast<size_t>(numel(in.shape));
   const size_t out_stride = static_cast<size_t>(rows()) * patches;
   const bool pointwise = is_pointwise();
-  const auto lower = [&](size_t image, float* scratch) -> const float* {
+  // Output rows [y0, y1) of one image: the patch matrix's columns for them
+  // (the input itself for a pointwise layer, else im2col into scratch), then
+  // their product into those columns of the image's output.
+  const int64_t chunk = pointwise ? g.out_h : im2col_chunk_rows(g.out_h, g.out_w);
+  const auto lower = [&](size_t image, int64_t y0, int64_t y1, float* scratch) -> const float* {
     const float* src = in.data + image * in_stride;
     if (pointwise) return src;
-    im2col(src, g, scratch);
+    im2col(src, g, y0, y1, scratch);
     return scratch;
   };
 
@@ -1106,20 +1124,26 @@ void Conv2d::forward_with(Choice choice, const TensorView& in, const MutableTens
   const size_t batch = static_cast<size_t>(in.batch);
   if (ctx.num_workers > 1 && batch >= ctx.num_workers && ctx.pool != nullptr) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
-      const float* cols = lower(image, ctx.scratch + worker * ctx.scratch_per_worker);
-      float* y = out.data + image * out_stride;
-      if (backend == Backend::kSparse)
-        sparse_matmul_serial(cols, patches, patches, y, patches, ctx.fuse_relu);
-      else
-        dense_block(cols, patches, 0, static_cast<size_t>(rows()), 0, patches, y, patches,
-                    ctx.fuse_relu);
+      for (int64_t y0 = 0; y0 < g.out_h; y0 += chunk) {
+        const int64_t y1 = std::min(g.out_h, y0 + chunk);
+        const size_t n = static_cast<size_t>((y1 - y0) * g.out_w);
+        const float* cols = lower(image, y0, y1, ctx.scratch + worker * ctx.scratch_per_worker);
+        float* y = out.data + image * out_stride + static_cast<size_t>(y0 * g.out_w);
+        if (backend == Backend::kSparse)
+          sparse_matmul_serial(cols, n, n, y, patches, ctx.fuse_relu);
+        else
+          dense_block(cols, n, 0, static_cast<size_t>(rows()), 0, n, y, patches, ctx.fuse_relu);
+      }
     });
     return;
   }
-  for (size_t image = 0; image < batch; ++image) {
-    const float* cols = lower(image, ctx.scratch);
-    matmul(ctx, backend, cols, patches, patches, out.data + image * out_stride, patches);
-  }
+  for (size_t image = 0; image < batch; ++image)
+    for (int64_t y0 = 0; y0 < g.out_h; y0 += chunk) {
+      const int64_t y1 = std::min(g.out_h, y0 + chunk);
+      const size_t n = static_cast<size_t>((y1 - y0) * g.out_w);
+      const float* cols = lower(image, y0, y1, ctx.scratch);
+      matmul(ctx, backend, cols, n, n, out.data + image * out_stride + static_cast<size_t>(y0 * g.out_w), patches);
+    }
 }
 
 // --- Pool2d ----------------------------------------------------------------

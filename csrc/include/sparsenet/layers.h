@@ -304,6 +304,9 @@ class Conv2d : public WeightedLayer {
  private:
   bool is_pointwise() const;  // 1x1, stride 1, no padding: im2col is the input itself
   bool direct_capable() const; // stride 1, not pointwise: sparse runs direct convolution
+  // Output rows per im2col chunk: the patch matrix is lowered and multiplied
+  // this many output rows at a time (about kIm2colChunkFloats), not whole.
+  int64_t im2col_chunk_rows(int64_t out_h, int64_t out_w) const;
   void forward_with(Choice choice, const TensorView& in, const MutableTensorView& out,
                     const ForwardContext& ctx) const;
   // How direct convolution walks one input size: each nonzero's offset into the
