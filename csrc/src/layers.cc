@@ -730,9 +730,7 @@ size_t padded_image_floats(int64_t channels, int64_t padded_h, int64_t padded_w,
   return static_cast<size_t>(channels * padded_h * padded_w +
                              std::max<int64_t>(kernel_w, static_cast<int64_t>(kConvDenseCols)));
 }
-}  // namespace
 
-namespace {
 // im2col lowers at most about this many floats (4 MiB) at a time: whole rows
 // of output, at least one. The whole patch matrix of VGG's conv1_2 (576 x
 // 224^2) is 115 MB per worker; chunks of it give the BLAS and sparse products

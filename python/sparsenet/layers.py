@@ -226,8 +226,9 @@ class _Weighted(Layer):
     Once a :class:`Model` has built the layer into an engine that keeps the CSR
     weight (sparse and auto backends), the layer drops its own copy (int64
     indices: twice the engine's bytes) and ``weight`` rebuilds it from the
-    engine when asked, the same arrays as given; it stays cached while anyone
-    holds it. Shape, nnz and storage facts never need the arrays.
+    engine when asked: the same arrays as the SparseWeight it was built from
+    (rows sorted); it stays cached while anyone holds it. Shape, nnz and
+    storage facts never need the arrays.
     """
 
     def __init__(self, weight: Any, bias: Any, name: str | None, shape_hint: Sequence[int] | None):
