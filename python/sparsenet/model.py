@@ -89,14 +89,17 @@ class Model:
                 raise FormatError(f"two layers are named '{layer.name}'; names must be unique")
             seen.add(layer.name)
         _static_chain_check(self.layers)
-        self._core_layers = [layer._build(backend) for layer in self.layers]
+        self._core_layers = []
+        for layer in self.layers:
+            core = layer._build(backend)
+            self._core_layers.append(core)
+            if isinstance(layer, _Weighted):
+                layer._attach(core)  # drops its Python copy now, not after the last layer: a lower peak
         self._engine = _core.Model(self._core_layers)
         if self.input_shape is not None:
             self._engine.output_shape(list(self.input_shape))
         for layer, core in zip(self.layers, self._core_layers):
             layer.backend = getattr(core, "backend", None)
-            if isinstance(layer, _Weighted):
-                layer._attach(core)
 
     # ----------------------------------------------------------------- running
     def __call__(self, x: Any) -> np.ndarray:
