@@ -4,7 +4,7 @@ reference. Geometry is drawn around the engine's own thresholds (the L1
 vector length, 16-bit indices, column panels, 64-column tiles), where layouts
 switch; and small random networks, for the model-level paths. A fixed seed
 per case, printed on failure, makes every case reproducible
-(``pytest tests/test_differential.py -k "layer and 17"``)."""
+(``pytest "tests/test_differential.py::test_random_layer_matches_reference[17]"``)."""
 
 from __future__ import annotations
 
