@@ -126,3 +126,26 @@ def test_cpp_loader_refuses_non_zip_and_missing_files(tmp_path):
         _core.load_model(str(tmp_path / "text.npz"))
     with pytest.raises(sparsenet.FormatError, match="cannot open"):
         _core.load_model(str(tmp_path / "missing.npz"))
+
+
+def test_dense_budget_agrees_with_auto_always_sparse(tmp_path):
+    """Both loaders count auto's dense copies as the layers decide them: a
+    layer pruned to exactly round(10 %) of its weights runs sparse and needs
+    none, so a max_bytes below its dense size loads it; one nonzero more and
+    auto keeps a dense copy, which the budget refuses."""
+    rows, cols = 199, 301  # 10 % of them is 5,989.9 nonzeros: 5,990 count as 10 %
+    limit = int(np.ceil(_core.AUTO_SPARSE_DENSITY["linear"] * rows * cols))
+    budget = rows * cols * 4 - 1  # below the dense copy, far above the file
+    for nnz, fits in ((limit, True), (limit + 1, False)):
+        flat = np.zeros(rows * cols, np.float32)
+        flat[np.linspace(0, rows * cols - 1, nnz).astype(int)] = 1.0
+        path = tmp_path / f"fc{nnz}.npz"
+        sparsenet.Model([sparsenet.Linear(flat.reshape(rows, cols), name="fc")]).save(path)
+        if fits:
+            assert _core.load_model(str(path), "auto", budget).forward(np.ones((1, cols), np.float32)).shape == (1, rows)
+            sparsenet.Model.load(path, backend="auto", max_bytes=budget)
+        else:
+            with pytest.raises(sparsenet.FormatError, match="max_bytes"):
+                _core.load_model(str(path), "auto", budget)
+            with pytest.raises(sparsenet.FormatError, match="max_bytes"):
+                sparsenet.Model.load(path, backend="auto", max_bytes=budget)

@@ -100,6 +100,11 @@ std::string Layer::describe(const char* what) const {
 
 // --- WeightedLayer ---------------------------------------------------------
 
+bool auto_always_sparse(const CsrMatrix& weight, double always_sparse_density) {
+  const double size = static_cast<double>(weight.rows()) * static_cast<double>(weight.cols());
+  return static_cast<double>(weight.nnz()) <= std::ceil(always_sparse_density * size);
+}
+
 WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<float> bias,
                              Backend backend, double always_sparse_density)
     : Layer(std::move(name)),
@@ -120,10 +125,7 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     if (!std::isfinite(bias_[i]))
       throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': entry " +
                         std::to_string(i) + " is not finite (NaN or Inf)");
-  // "At most 10 %" counts nonzeros, so that round(0.1 * size) of them is 10 %.
-  if (backend_ == Backend::kAuto &&
-      static_cast<double>(weight.nnz()) <=
-          std::ceil(always_sparse_density * static_cast<double>(rows_) * static_cast<double>(cols_)))
+  if (backend_ == Backend::kAuto && auto_always_sparse(weight, always_sparse_density))
     backend_ = Backend::kSparse;
   if (backend_ != Backend::kSparse) {
     dense_.resize(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));

@@ -48,6 +48,9 @@ const char* choice_name(Choice choice);  // "sparse", "dense", "dense-direct", "
 // (4096x4096 and 25088x4096, Zen 4, bench/run_peers.py --scaling).
 constexpr double kAutoLinearSparseDensity = 0.10;
 constexpr double kAutoConvSparseDensity = 0.10;
+// Whether an auto layer with this weight always runs sparse: "at most 10 %"
+// counts nonzeros, so that round(0.1 * size) of them is 10 %.
+bool auto_always_sparse(const CsrMatrix& weight, double always_sparse_density);
 
 // A convolution or pooling window: size, stride and (symmetric) padding.
 struct Window2d {
