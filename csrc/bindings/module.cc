@@ -301,6 +301,13 @@ PYBIND11_MODULE(_core, m) {
   auto_sparse_density["linear"] = kAutoLinearSparseDensity;
   auto_sparse_density["conv2d"] = kAutoConvSparseDensity;
   m.attr("AUTO_SPARSE_DENSITY") = auto_sparse_density;
+  m.def("_auto_always_sparse",
+        [](const std::string& kind, int64_t rows, int64_t cols, size_t nnz) {
+          return auto_always_sparse(kind == "linear" ? kAutoLinearSparseDensity : kAutoConvSparseDensity,
+                                    rows, cols, nnz);
+        },
+        py::arg("kind"), py::arg("rows"), py::arg("cols"), py::arg("nnz"),
+        "Whether an auto 'linear' or 'conv2d' layer of this size always runs sparse (no dense copy).");
 
   m.def("set_num_threads", &set_num_threads, py::arg("num_threads"));
   m.def("get_num_threads", &get_num_threads);

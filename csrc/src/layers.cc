@@ -100,9 +100,9 @@ std::string Layer::describe(const char* what) const {
 
 // --- WeightedLayer ---------------------------------------------------------
 
-bool auto_always_sparse(const CsrMatrix& weight, double always_sparse_density) {
-  const double size = static_cast<double>(weight.rows()) * static_cast<double>(weight.cols());
-  return static_cast<double>(weight.nnz()) <= std::ceil(always_sparse_density * size);
+bool auto_always_sparse(double always_sparse_density, int64_t rows, int64_t cols, size_t nnz) {
+  const double size = static_cast<double>(rows) * static_cast<double>(cols);
+  return static_cast<double>(nnz) <= std::ceil(always_sparse_density * size);
 }
 
 WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<float> bias,
@@ -125,7 +125,7 @@ WeightedLayer::WeightedLayer(std::string name, CsrMatrix weight, std::vector<flo
     if (!std::isfinite(bias_[i]))
       throw WeightError("layer '" + this->name() + "' key '" + this->name() + ".bias': entry " +
                         std::to_string(i) + " is not finite (NaN or Inf)");
-  if (backend_ == Backend::kAuto && auto_always_sparse(weight, always_sparse_density))
+  if (backend_ == Backend::kAuto && auto_always_sparse(always_sparse_density, rows_, cols_, weight.nnz()))
     backend_ = Backend::kSparse;
   if (backend_ != Backend::kSparse) {
     dense_.resize(static_cast<size_t>(rows_) * static_cast<size_t>(cols_));

@@ -117,7 +117,8 @@ Weights read_weights(NpzReader& npz, const Json& entry, const std::string& kind,
   // Dense copies (every layer for kDense; for kAuto those denser than the
   // always-sparse density, which keep both forms) must fit max_bytes.
   const double always_sparse = kind == "linear" ? kAutoLinearSparseDensity : kAutoConvSparseDensity;
-  if (backend == Backend::kDense || (backend == Backend::kAuto && !auto_always_sparse(w.matrix, always_sparse))) {
+  if (backend == Backend::kDense ||
+      (backend == Backend::kAuto && !auto_always_sparse(always_sparse, rows, cols, w.matrix.nnz()))) {
     const uint64_t need = static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols) * 4;
     if (need > dense_budget)
       throw FormatError(npz.label() + ": the dense copies of the weights would need more than max_bytes=" +

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from math import ceil, prod
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -85,8 +85,8 @@ def check_dense_budget(archive: NpzArchive, weights: list[SparseWeight], backend
     density (which keep both forms) for "auto"."""
     if backend == "sparse":
         return
-    def always_sparse(w: SparseWeight) -> bool:  # as the engine decides it (WeightedLayer)
-        return w.nnz <= ceil(_core.AUTO_SPARSE_DENSITY["linear" if len(w.shape) == 2 else "conv2d"] * w.rows * w.cols)
+    def always_sparse(w: SparseWeight) -> bool:  # the engine's own rule
+        return _core._auto_always_sparse("linear" if len(w.shape) == 2 else "conv2d", w.rows, w.cols, w.nnz)
 
     dense = sum(w.dense_bytes() for w in weights if backend == "dense" or not always_sparse(w))
     if dense > archive.max_bytes:

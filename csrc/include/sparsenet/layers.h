@@ -48,9 +48,10 @@ const char* choice_name(Choice choice);  // "sparse", "dense", "dense-direct", "
 // (4096x4096 and 25088x4096, Zen 4, bench/run_peers.py --scaling).
 constexpr double kAutoLinearSparseDensity = 0.10;
 constexpr double kAutoConvSparseDensity = 0.10;
-// Whether an auto layer with this weight always runs sparse: "at most 10 %"
-// counts nonzeros, so that round(0.1 * size) of them is 10 %.
-bool auto_always_sparse(const CsrMatrix& weight, double always_sparse_density);
+// Whether an auto layer of this size always runs sparse (and keeps no dense
+// copy): "at most 10 %" counts nonzeros, so that round(0.1 * size) of them is
+// 10 %. The one rule for the layers and both loaders' memory budgets.
+bool auto_always_sparse(double always_sparse_density, int64_t rows, int64_t cols, size_t nnz);
 
 // A convolution or pooling window: size, stride and (symmetric) padding.
 struct Window2d {
