@@ -123,3 +123,17 @@ def test_cmake_dir_flag():
     result = subprocess.run([sys.executable, "-m", "sparsenet", "--cmake-dir"], check=True, capture_output=True,
                             text=True)
     assert result.stdout.strip() == cmake_dir()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cpp_forward_refuses_non_finite_input(tmp_path, classify, batch):
+    """C++ callers get the input check too: Model::forward throws
+    sparsenet::InputError for a NaN or an Inf at the first or last float."""
+    model = sparsenet.models.random_model("lenet5", seed=2)
+    model.save(tmp_path / "model.npz")
+    run = subprocess.run([str(classify.parent / "non_finite"), str(tmp_path / "model.npz"), str(batch)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 6 and all(line.startswith("refused: ") for line in lines), run.stdout
+    assert f"input of shape ({batch}, 1, 28, 28) contains NaN or Inf" in lines[0]

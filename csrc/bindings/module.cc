@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "../src/finite.h"
 #include "../src/kernels.h"
 #include "sparsenet/sparsenet.h"
 #ifdef SPARSENET_WITH_CUDA
@@ -296,6 +297,7 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<WeightError>(m, "WeightError", model_error.ptr());
   py::register_exception<FormatError>(m, "FormatError", model_error.ptr());
   py::register_exception<DeviceError>(m, "DeviceError", model_error.ptr());
+  py::register_exception<InputError>(m, "InputError", model_error.ptr());
 
   py::dict auto_sparse_density;
   auto_sparse_density["linear"] = kAutoLinearSparseDensity;
@@ -461,22 +463,8 @@ PYBIND11_MODULE(_core, m) {
         "Run the dense direct convolution register tile once (tests only); y_init (m, n) makes it accumulate.");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
-  m.def("_all_finite",
-        [](const FloatArray& a) {
-          // Exponent bits all ones: Inf or NaN. Integer compares OR-ed over the
-          // array vectorize (a float reduction may not be reordered): 4096
-          // floats in about 0.2 us, against 2 us for np.isfinite(a).all().
-          const float* p = a.data();
-          const size_t n = static_cast<size_t>(a.size());
-          uint32_t bad = 0;
-          for (size_t i = 0; i < n; ++i) {
-            uint32_t bits;
-            std::memcpy(&bits, p + i, sizeof bits);
-            bad |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-          }
-          return bad == 0;
-        },
-        py::arg("array"), "Whether every entry of a float32 C-contiguous array is finite (no NaN, no Inf).");
+  m.def("_all_finite", [](const FloatArray& a) { return all_finite(a.data(), static_cast<size_t>(a.size())); },
+        py::arg("array"), "Model::forward's input check on a float32 C-contiguous array (tests only).");
   m.def("last_level_cache_bytes", &last_level_cache_bytes,
         "The last-level cache's size as the C library reports it (0 where unknown).");
   m.def("_csrmv_stream_bytes", &csrmv_stream_bytes,

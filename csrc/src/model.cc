@@ -7,6 +7,7 @@
 #include <mutex>
 #include <set>
 
+#include "finite.h"
 #include "sparsenet/errors.h"
 #include "thread_pool.h"
 
@@ -206,6 +207,13 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
     workspaces_->plan = plan;
   }
   if (batch == 0) return;
+  size_t in_elements = static_cast<size_t>(batch);
+  for (int64_t d : input) in_elements *= static_cast<size_t>(d);
+  if (!all_finite(in, in_elements)) {
+    Shape full{batch};
+    full.insert(full.end(), input.begin(), input.end());
+    throw InputError("input of shape " + shape_to_string(full) + " contains NaN or Inf");
+  }
   const Shape& final_shape = plan->output;
   const std::vector<Shape>& shapes = plan->shapes;
   const size_t max_elements = plan->max_elements;
@@ -242,8 +250,6 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
   // The last layer writes straight into `out` (no copy of the result: 12.8 MB
   // for VGG's first convolution alone), unless its output is feature-major and
   // goes back to the caller's (N, F) by a transpose, or `out` overlaps `in`.
-  size_t in_elements = nb;
-  for (int64_t d : input) in_elements *= static_cast<size_t>(d);
   const auto address = [](const float* p) { return reinterpret_cast<uintptr_t>(p); };
   const bool overlaps = address(out) < address(in + in_elements) && address(in) < address(out + out_elements);
   const bool transpose_out = final_shape.size() == 1 && nb > 1;

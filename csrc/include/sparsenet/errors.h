@@ -34,6 +34,14 @@ class FormatError : public Error {
   using Error::Error;
 };
 
+// An input that cannot be run: Model::forward (and CudaModel's, for a host
+// input) refuses NaN or Inf values, which would otherwise come out as
+// numbers (a max pool or a ReLU drops a NaN) instead of an error.
+class InputError : public Error {
+ public:
+  using Error::Error;
+};
+
 // The CUDA path cannot run: not built (SPARSENET_ENABLE_CUDA=OFF), no CUDA
 // device or driver, or a CUDA call failed. Device memory exhaustion is
 // std::bad_alloc instead.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "finite.h"
 #include "kernels_cuda.h"
 #include "sparsenet/errors.h"
 
@@ -378,6 +379,11 @@ void CudaModel::forward(const float* in, bool in_on_device, int64_t batch, const
   }
   const size_t nb = static_cast<size_t>(batch);
   const size_t in_elements = nb * static_cast<size_t>(numel(input));
+  if (!in_on_device && !all_finite(in, in_elements)) {  // a device input is not read back to check
+    Shape full{batch};
+    full.insert(full.end(), input.begin(), input.end());
+    throw InputError("input of shape " + shape_to_string(full) + " contains NaN or Inf");
+  }
 
   // Every buffer is sized before the first launch: a reallocation (cudaFree)
   // while kernels of this pass are in flight would be a hazard.

@@ -45,6 +45,8 @@ class CudaModel {
   // in:  batch samples of shape `input`, sample-major, in host memory when
   //      `in_on_device` is false, in device memory otherwise (no host copy).
   // out: batch * prod(output_shape(input)) floats, sample-major, host memory.
+  // A host input with a NaN or an Inf throws InputError, as Model::forward;
+  // a device input is not checked.
   void forward(const float* in, bool in_on_device, int64_t batch, const Shape& input,
                float* out) const;
 
