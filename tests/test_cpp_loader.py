@@ -112,6 +112,10 @@ def _npz_member(graph_bytes: bytes) -> bytes:
     (b'{"format":"sparsenet","version":1,"layers":[{"name":"a","kind":"relu"},{"name":"a","kind":"relu"}]}',
      "two layers are named 'a'"),
     (b"[" * 100 + b"]" * 100, "nested too deeply"),
+    (b'{"format":"sparsenet","version":1,"layers":[{"name":"p","kind":"maxpool2d","kernel_size":2,'
+     b'"ceil_mode":"yes"}]}', "layer 0 'p': field 'ceil_mode' must be true or false"),
+    (b'{"format":"sparsenet","version":1,"layers":[{"name":"p","kind":"avgpool2d","kernel_size":2,'
+     b'"same_padding":1}]}', "layer 0 'p': field 'same_padding' must be true or false"),
 ])
 def test_cpp_loader_refuses_bad_graphs(tmp_path, text, match):
     path = tmp_path / "graph.npz"

@@ -141,3 +141,23 @@ def test_malformed_files(tmp_path, saved):
         Model.from_keras(tmp_path / "only.weights.h5")
     with pytest.raises(FileNotFoundError):
         Model.from_keras(tmp_path / "missing.keras")
+
+
+def test_same_padding_refuses_sizes_it_would_pad_otherwise(tmp_path):
+    """A stride-2 padding='same' Conv2D of a model with a free input size,
+    imported for 9x9, pads 1 row on each side; at 10x10 Keras pads 0 before
+    and 1 after, so running it would keep the 5x5 output and shift every
+    window. It is refused (ShapeError); 13x13, padded alike, matches Keras."""
+    from sparsenet import ShapeError
+    keras.utils.set_random_seed(3)
+    net = keras.Sequential([keras.Input((None, None, 3)), L.Conv2D(4, 3, strides=2, padding="same"),
+                            L.MaxPooling2D(3, strides=2, padding="same")])
+    net.save(tmp_path / "same.keras")
+    model = Model.from_keras(tmp_path / "same.keras", input_shape=(3, 9, 9))
+    rng = np.random.default_rng(2)
+    for size in (9, 13):
+        x = rng.standard_normal((2, size, size, 3)).astype(np.float32)
+        expected = np.asarray(net(x).detach().cpu()).transpose(0, 3, 1, 2)
+        assert relative_error(model(x.transpose(0, 3, 1, 2)), expected) < 1e-5, size
+    with pytest.raises(ShapeError, match=r"conv2d layer .*'same' padding resolved at import to \(1, 1\)"):
+        model(np.zeros((1, 3, 10, 10), np.float32))

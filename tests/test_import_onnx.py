@@ -162,3 +162,40 @@ def test_cli_convert(tmp_path, capsys):
     assert cli_main(["convert", str(source), "-o", str(tmp_path / "out.npz")]) == 0
     assert "dense fp32" in capsys.readouterr().out
     assert relative_error(Model.load(tmp_path / "out.npz")(x.numpy()), expected(net, x)) < 1e-4
+
+
+def test_same_padding_refuses_sizes_it_would_pad_otherwise(tmp_path):
+    """auto_pad SAME is resolved for the import size. A stride-2 'SAME' layer
+    imported for 9x9 pads 1 row on each side; a 10x10 input needs 0 before and
+    1 after, which would keep the output shape (5x5) but shift every window:
+    refused with ShapeError by the Python and the C++ loaders' models alike,
+    as 11x11 is by the pool after it (a 6x6 map). Sizes that every layer pads
+    alike match onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    from sparsenet import ShapeError, _core
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", strides=[2, 2], auto_pad="SAME_UPPER"),
+             helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                              auto_pad="SAME_UPPER")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "same.onnx"))
+    model = Model.from_onnx(tmp_path / "same.onnx", input_shape=(3, 9, 9))
+    model.save(tmp_path / "same.npz")
+    session = ort.InferenceSession(str(tmp_path / "same.onnx"))
+    for loaded in (model, Model.load(tmp_path / "same.npz")):
+        for size in (9, 13, 17):
+            x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+            assert relative_error(loaded(x), session.run(None, {"x": x})[0]) < 1e-5, size
+        with pytest.raises(ShapeError, match=r"conv2d layer 'conv'.*'same' padding resolved at import to \(1, 1\) "
+                                             r"on each side, but input \(3, 10, 10\) needs \(0, 0\) rows / columns "
+                                             r"before and \(1, 1\) after"):
+            loaded(np.zeros((1, 3, 10, 10), np.float32))
+        with pytest.raises(ShapeError, match=r"maxpool2d layer 'pool'.*input \(4, 6, 6\) needs"):
+            loaded(np.zeros((1, 3, 11, 11), np.float32))
+    engine = _core.load_model(str(tmp_path / "same.npz"), "auto")
+    with pytest.raises(ShapeError, match="'same' padding"):
+        engine.output_shape([3, 10, 10])
+    assert engine.output_shape([3, 13, 13]) == [4, 4, 4]

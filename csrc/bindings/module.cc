@@ -378,31 +378,32 @@ PYBIND11_MODULE(_core, m) {
                        int64_t in_channels, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
                        int64_t stride_w, int64_t pad_h, int64_t pad_w, const Int64Array& indptr,
                        const Int64Array& indices, const FloatArray& values,
-                       const std::optional<FloatArray>& bias, const std::string& backend) {
+                       const std::optional<FloatArray>& bias, const std::string& backend, bool same_padding) {
              const std::string ctx = "conv2d layer '" + name + "' key '" + key + "'";
              return std::make_shared<Conv2d>(
                  name,
                  make_csr(ctx, out_channels, in_channels * kernel_h * kernel_w, indptr, indices, values),
                  to_vector(bias), in_channels, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
-                 parse_backend(backend));
+                 parse_backend(backend), same_padding);
            }),
            py::arg("name"), py::arg("key"), py::arg("out_channels"), py::arg("in_channels"),
            py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"),
            py::arg("pad_h"), py::arg("pad_w"), py::arg("indptr"), py::arg("indices"),
-           py::arg("values"), py::arg("bias"), py::arg("backend"));
+           py::arg("values"), py::arg("bias"), py::arg("backend"), py::arg("same_padding") = false);
 
   py::class_<Pool2d, Layer, std::shared_ptr<Pool2d>>(m, "Pool2d")
       .def(py::init([](const std::string& name, const std::string& mode, int64_t kh, int64_t kw,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool ceil_mode,
-                       bool count_include_pad) {
+                       bool count_include_pad, bool same_padding) {
              if (mode != "max" && mode != "avg")
                throw FormatError("pool layer '" + name + "': mode must be 'max' or 'avg'");
              return std::make_shared<Pool2d>(name, mode == "max" ? PoolMode::kMax : PoolMode::kAverage,
-                                             kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad);
+                                             kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad,
+                                             same_padding);
            }),
            py::arg("name"), py::arg("mode"), py::arg("kernel_h"), py::arg("kernel_w"),
            py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
-           py::arg("ceil_mode"), py::arg("count_include_pad"));
+           py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("same_padding") = false);
 
   py::class_<ReLU, Layer, std::shared_ptr<ReLU>>(m, "ReLU").def(py::init<std::string>(), py::arg("name"));
   py::class_<Flatten, Layer, std::shared_ptr<Flatten>>(m, "Flatten").def(py::init<std::string>(), py::arg("name"));

@@ -63,6 +63,29 @@ std::string dims(int64_t a, int64_t b) {
   return "(" + std::to_string(a) + ", " + std::to_string(b) + ")";
 }
 
+// TensorFlow / ONNX 'SAME' padding for one axis: in total what makes the output
+// ceil(in / stride); its first half before the input, the rest after.
+int64_t same_padding_total(int64_t in, int64_t kernel, int64_t stride) {
+  const int64_t out = (in + stride - 1) / stride;
+  return std::max<int64_t>((out - 1) * stride + kernel - in, 0);
+}
+
+// A layer whose padding was resolved from 'SAME' for one input size runs
+// another size only where 'SAME' pads it alike (both sides pad_h / pad_w):
+// else the output could keep its shape and silently shift by a row or a
+// column (a stride-2 'SAME' layer imported for 9x9 pads 1 and 1; a 10x10
+// input needs 0 and 1). The message names both paddings. Returns the error
+// text, empty when the input fits.
+std::string same_padding_mismatch(const Shape& input, const Window2d& w) {
+  const int64_t th = same_padding_total(input[1], w.kernel_h, w.stride_h);
+  const int64_t tw = same_padding_total(input[2], w.kernel_w, w.stride_w);
+  if (th == 2 * w.pad_h && tw == 2 * w.pad_w) return "";
+  return "has 'same' padding resolved at import to " + dims(w.pad_h, w.pad_w) +
+         " on each side, but input " + shape_to_string(input) + " needs " + dims(th / 2, tw / 2) +
+         " rows / columns before and " + dims(th - th / 2, tw - tw / 2) +
+         " after; run inputs of the size it was imported for, or import it again for this size";
+}
+
 }  // namespace
 
 const char* backend_name(Backend backend) {
@@ -666,7 +689,7 @@ void Linear::forward(const TensorView& in, const MutableTensorView& out,
 
 Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,
                int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w,
-               int64_t pad_h, int64_t pad_w, Backend backend)
+               int64_t pad_h, int64_t pad_w, Backend backend, bool same_padding)
     : WeightedLayer(std::move(name), std::move(weight), std::move(bias), backend,
                     kAutoConvSparseDensity),
       in_channels_(in_channels),
@@ -675,7 +698,8 @@ Conv2d::Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int6
       stride_h_(stride_h),
       stride_w_(stride_w),
       pad_h_(pad_h),
-      pad_w_(pad_w) {
+      pad_w_(pad_w),
+      same_padding_(same_padding) {
   if (in_channels < 1 || kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 ||
       pad_h < 0 || pad_w < 0 || !window_in_range({kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w}))
     throw FormatError(describe("in_channels, kernel size and stride must be >= 1 and padding >= 0, all below 2^31"));
@@ -700,6 +724,10 @@ Shape Conv2d::output_shape(const Shape& input) const {
                             " channels (C, H, W) but its input has per-sample shape " +
                             shape_to_string(input);
     throw ShapeError(describe(msg.c_str()));
+  }
+  if (same_padding_) {
+    const std::string mismatch = same_padding_mismatch(input, window());
+    if (!mismatch.empty()) throw ShapeError(describe(mismatch.c_str()));
   }
   const int64_t oh = (input[1] + 2 * pad_h_ - kernel_h_) / stride_h_ + 1;
   const int64_t ow = (input[2] + 2 * pad_w_ - kernel_w_) / stride_w_ + 1;
@@ -1150,7 +1178,7 @@ void Conv2d::forward_with(Choice choice, const TensorView& in, const MutableTens
 
 Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w,
                int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode,
-               bool count_include_pad)
+               bool count_include_pad, bool same_padding)
     : Layer(std::move(name)),
       isa_(active_isa()),
       mode_(mode),
@@ -1161,7 +1189,8 @@ Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel
       pad_h_(pad_h),
       pad_w_(pad_w),
       ceil_mode_(ceil_mode),
-      count_include_pad_(count_include_pad) {
+      count_include_pad_(count_include_pad),
+      same_padding_(same_padding) {
   if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0 ||
       !window_in_range({kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w}))
     throw FormatError(describe("kernel size and stride must be >= 1 and padding >= 0, all below 2^31"));
@@ -1185,6 +1214,10 @@ Shape Pool2d::output_shape(const Shape& input) const {
     const std::string msg =
         "expects a feature map (C, H, W) but its input has per-sample shape " + shape_to_string(input);
     throw ShapeError(describe(msg.c_str()));
+  }
+  if (same_padding_) {
+    const std::string mismatch = same_padding_mismatch(input, window());
+    if (!mismatch.empty()) throw ShapeError(describe(mismatch.c_str()));
   }
   const int64_t oh = pooled_size(input[1], kernel_h_, stride_h_, pad_h_, ceil_mode_);
   const int64_t ow = pooled_size(input[2], kernel_w_, stride_w_, pad_w_, ceil_mode_);

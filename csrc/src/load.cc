@@ -50,9 +50,11 @@ std::pair<int64_t, int64_t> pair_field(const Json& entry, const char* key, const
   return {x, x};
 }
 
-bool bool_field(const Json& entry, const char* key, bool fallback) {
+bool bool_field(const Json& entry, const char* key, bool fallback, const std::string& where) {
   const Json* v = entry.find(key);
-  return (v != nullptr && v->type == Json::Type::kBool) ? v->boolean : fallback;
+  if (v == nullptr) return fallback;
+  if (v->type != Json::Type::kBool) throw FormatError(where + ": field '" + key + "' must be true or false");
+  return v->boolean;
 }
 
 Shape weight_shape(const Json& meta, const std::string& where) {
@@ -152,7 +154,7 @@ std::shared_ptr<const Layer> build_layer(NpzReader& npz, const Json& entry, cons
     const auto padding = pair_field(entry, "padding", where, {0, 0});
     return std::make_shared<Conv2d>(name, std::move(w.matrix), std::move(w.bias), w.shape[1], w.shape[2],
                                     w.shape[3], stride.first, stride.second, padding.first,
-                                    padding.second, backend);
+                                    padding.second, backend, bool_field(entry, "same_padding", false, where));
   }
   if (kind == "maxpool2d" || kind == "avgpool2d") {
     const auto kernel = pair_field(entry, "kernel_size", where, {0, 0}, true);
@@ -160,8 +162,9 @@ std::shared_ptr<const Layer> build_layer(NpzReader& npz, const Json& entry, cons
     const auto padding = pair_field(entry, "padding", where, {0, 0});
     return std::make_shared<Pool2d>(name, kind == "maxpool2d" ? PoolMode::kMax : PoolMode::kAverage,
                                     kernel.first, kernel.second, stride.first, stride.second,
-                                    padding.first, padding.second, bool_field(entry, "ceil_mode", false),
-                                    bool_field(entry, "count_include_pad", true));
+                                    padding.first, padding.second, bool_field(entry, "ceil_mode", false, where),
+                                    bool_field(entry, "count_include_pad", true, where),
+                                    bool_field(entry, "same_padding", false, where));
   }
   if (kind == "relu") return std::make_shared<ReLU>(name);
   if (kind == "flatten") return std::make_shared<Flatten>(name);

@@ -103,6 +103,13 @@ def _field(entry: dict, key: str, kind: type | tuple, where: str) -> Any:
     return value
 
 
+def _bool_field(entry: dict, key: str, default: bool, where: str) -> bool:
+    value = entry.get(key, default)
+    if not isinstance(value, bool):
+        raise FormatError(f"{where}: field '{key}' must be true or false")
+    return value
+
+
 def _weight_shape(meta: dict, where: str) -> tuple[int, ...]:
     shape = _field(meta, "shape", list, where)
     if len(shape) not in (2, 4) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in shape):
@@ -192,13 +199,15 @@ def _build_layer(archive: NpzArchive, entry: dict, kind: str, name: str, where: 
         weight, bias = _read_weighted(archive, entry, name, where)
         if len(weight.shape) != 4:
             raise FormatError(f"{where}: conv2d weight shape {weight.shape} must be (O, I, kh, kw)")
-        return Conv2d(weight, bias, stride=entry.get("stride", 1), padding=entry.get("padding", 0), name=name)
+        return Conv2d(weight, bias, stride=entry.get("stride", 1), padding=entry.get("padding", 0), name=name,
+                      same_padding=_bool_field(entry, "same_padding", False, where))
     if kind in ("maxpool2d", "avgpool2d"):
         args = dict(kernel_size=_field(entry, "kernel_size", (list, int), where), stride=entry.get("stride"),
-                    padding=entry.get("padding", 0), ceil_mode=bool(entry.get("ceil_mode", False)), name=name)
+                    padding=entry.get("padding", 0), ceil_mode=_bool_field(entry, "ceil_mode", False, where),
+                    same_padding=_bool_field(entry, "same_padding", False, where), name=name)
         if kind == "maxpool2d":
             return MaxPool2d(**args)
-        return AvgPool2d(**args, count_include_pad=bool(entry.get("count_include_pad", True)))
+        return AvgPool2d(**args, count_include_pad=_bool_field(entry, "count_include_pad", True, where))
     if kind == "dropout":
         return Dropout(float(entry.get("p", 0.5)), name=name)
     simple = {"relu": ReLU, "flatten": Flatten, "softmax": Softmax}

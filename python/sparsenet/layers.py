@@ -348,12 +348,16 @@ class Conv2d(_Weighted):
 
     ``padding`` is an int, a pair, ``"valid"`` or ``"same"`` (stride 1, odd kernels).
     A ``scipy.sparse`` weight of shape (O, I*kh*kw) needs ``kernel_size``.
+    ``same_padding=True`` marks ``padding`` as TensorFlow / ONNX 'SAME' resolved
+    for one input size (the importers set it): input sizes whose 'SAME' padding
+    differs, which would run with shifted windows, raise ``ShapeError``.
     """
 
     kind = "conv2d"
 
     def __init__(self, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
-                 name: str | None = None, kernel_size: Any = None, in_channels: int | None = None):
+                 name: str | None = None, kernel_size: Any = None, in_channels: int | None = None,
+                 same_padding: bool = False):
         shape_hint = None
         if kernel_size is not None and not isinstance(weight, SparseWeight):
             kh, kw = _pair(kernel_size, "kernel_size", str(name))
@@ -380,6 +384,7 @@ class Conv2d(_Weighted):
         self.padding = _pair(padding, "padding", str(name))
         if min(self.stride) < 1 or min(self.padding) < 0:
             raise FormatError(f"conv2d layer '{name}': stride must be >= 1 and padding >= 0")
+        self.same_padding = bool(same_padding)
 
     @property
     def in_channels(self) -> int:
@@ -394,33 +399,36 @@ class Conv2d(_Weighted):
         return self._shape[2], self._shape[3]
 
     def config(self) -> dict:
-        return {"stride": list(self.stride), "padding": list(self.padding)}
+        config = {"stride": list(self.stride), "padding": list(self.padding)}
+        return {**config, "same_padding": True} if self.same_padding else config
 
     def _build(self, backend: str) -> Any:
         w = self.weight
         o, i, kh, kw = w.shape
         return _core.Conv2d(self.name, f"{self.name}.weight", o, i, kh, kw, *self.stride, *self.padding,
-                            w.indptr, w.indices, w.data, self.bias, backend)
+                            w.indptr, w.indices, w.data, self.bias, backend, self.same_padding)
 
 
 class _Pool2d(Layer):
     mode = "max"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 name: str | None = None):
+                 name: str | None = None, same_padding: bool = False):
         super().__init__(name)
         self.kernel_size = _pair(kernel_size, "kernel_size", str(name))
         self.stride = self.kernel_size if stride is None else _pair(stride, "stride", str(name))
         self.padding = _pair(padding, "padding", str(name))
         self.ceil_mode = bool(ceil_mode)
+        self.same_padding = bool(same_padding)  # as for Conv2d
 
     def config(self) -> dict:
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "ceil_mode": self.ceil_mode}
+        config = {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                  "padding": list(self.padding), "ceil_mode": self.ceil_mode}
+        return {**config, "same_padding": True} if self.same_padding else config
 
     def _build(self, backend: str) -> Any:
         return _core.Pool2d(self.name, self.mode, *self.kernel_size, *self.stride, *self.padding, self.ceil_mode,
-                            getattr(self, "count_include_pad", True))
+                            getattr(self, "count_include_pad", True), self.same_padding)
 
 
 class MaxPool2d(_Pool2d):
@@ -433,8 +441,8 @@ class AvgPool2d(_Pool2d):
     mode = "avg"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, name: str | None = None):
-        super().__init__(kernel_size, stride, padding, ceil_mode, name)
+                 count_include_pad: bool = True, name: str | None = None, same_padding: bool = False):
+        super().__init__(kernel_size, stride, padding, ceil_mode, name, same_padding)
         self.count_include_pad = bool(count_include_pad)
 
     def config(self) -> dict:

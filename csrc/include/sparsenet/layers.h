@@ -293,11 +293,15 @@ class Linear : public WeightedLayer {
 // im2col then CSR SpMM.
 class Conv2d : public WeightedLayer {
  public:
+  // same_padding: the padding is TensorFlow / ONNX 'SAME' (out = ceil(in /
+  // stride)) resolved for one input size; output_shape() then refuses input
+  // sizes whose 'SAME' padding differs (see check_same_padding).
   Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,
          int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
-         int64_t pad_w, Backend backend);
+         int64_t pad_w, Backend backend, bool same_padding = false);
   const char* kind() const override { return "conv2d"; }
   int64_t in_channels() const { return in_channels_; }
+  bool same_padding() const { return same_padding_; }
   Window2d window() const { return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_}; }
   Shape output_shape(const Shape& input) const override;
   size_t scratch_floats(const Shape& input, int64_t batch) const override;
@@ -356,6 +360,7 @@ class Conv2d : public WeightedLayer {
                  int64_t width, bool all_workers) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
+  bool same_padding_;
   mutable std::mutex plan_mutex_;
   mutable int64_t plan_height_ = -1, plan_width_ = -1;
   mutable std::shared_ptr<const DirectPlan> plan_;
@@ -366,16 +371,19 @@ class Conv2d : public WeightedLayer {
 enum class PoolMode { kMax, kAverage };
 
 // Max or average pooling over NCHW feature maps. Average pooling divides by the
-// full window (count_include_pad) or by the in-bounds part of it.
+// full window (count_include_pad) or by the in-bounds part of it. same_padding
+// as for Conv2d.
 class Pool2d : public Layer {
  public:
   Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
-         int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad);
+         int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad,
+         bool same_padding = false);
   const char* kind() const override { return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d"; }
   PoolMode mode() const { return mode_; }
   Isa isa() const { return isa_; }  // of the 2x2 stride-2 max pooling kernel
   Window2d window() const { return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_}; }
   bool count_include_pad() const { return count_include_pad_; }
+  bool same_padding() const { return same_padding_; }
   Shape output_shape(const Shape& input) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
@@ -384,7 +392,7 @@ class Pool2d : public Layer {
   Isa isa_;
   PoolMode mode_;
   int64_t kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
-  bool ceil_mode_, count_include_pad_;
+  bool ceil_mode_, count_include_pad_, same_padding_;
 };
 
 class ReLU : public Layer {

@@ -234,7 +234,7 @@ class _Converter:
             stride = tuple(cfg.get("strides", (1, 1)))
             padding = self.padding(cfg, kernel.shape[:2], stride, f"{self.path}: {where}")
             self.add(Conv2d(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)), bias, stride=stride,
-                            padding=padding, name=name))
+                            padding=padding, name=name, same_padding=cfg.get("padding") == "same"))
             self.activation(name, cfg.get("activation"), f"{self.path}: {where}")
         elif kind == "Dense":
             kernel, bias = self.weighted(layer, archive_name, where)
@@ -255,10 +255,11 @@ class _Converter:
             pool = tuple(cfg.get("pool_size", (2, 2)))
             stride = tuple(cfg.get("strides") or pool)
             padding = self.padding(cfg, pool, stride, f"{self.path}: {where}")
+            same = cfg.get("padding") == "same"
             if kind == "MaxPooling2D":
-                self.add(MaxPool2d(pool, stride, padding, name=name))
+                self.add(MaxPool2d(pool, stride, padding, name=name, same_padding=same))
             else:  # Keras averages over the valid cells only
-                self.add(AvgPool2d(pool, stride, padding, count_include_pad=False, name=name))
+                self.add(AvgPool2d(pool, stride, padding, count_include_pad=False, name=name, same_padding=same))
         elif kind == "Flatten":
             shape = self.shape()
             if len(shape) == 3:

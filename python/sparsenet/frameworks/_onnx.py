@@ -101,9 +101,18 @@ class _Converter:
             return last
         return None
 
-    def pads(self, node: Any, attrs: dict, kernel: Sequence[int], stride: Sequence[int]) -> tuple[int, int]:
+    @staticmethod
+    def auto_pad(attrs: dict) -> str:
         auto_pad = attrs.get("auto_pad", b"NOTSET")
-        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        return auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+
+    def same(self, attrs: dict) -> bool:
+        """Whether the padding is 'SAME' resolved for this input size (the layer
+        then refuses sizes that 'SAME' would pad otherwise)."""
+        return self.auto_pad(attrs) in ("SAME_UPPER", "SAME_LOWER")
+
+    def pads(self, node: Any, attrs: dict, kernel: Sequence[int], stride: Sequence[int]) -> tuple[int, int]:
+        auto_pad = self.auto_pad(attrs)
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             h, w = self.shape()[-2:]
             return (same_padding(h, kernel[0], stride[0], self.where(node)),
@@ -140,7 +149,8 @@ class _Converter:
         stride = list(attrs.get("strides", [1, 1]))
         padding = self.pads(node, attrs, kernel, stride)
         self.add(node, Conv2d(weight.astype(np.float32), None if bias is None else bias.astype(np.float32),
-                              stride=tuple(stride), padding=padding, name=self.layer_name(node)))
+                              stride=tuple(stride), padding=padding, name=self.layer_name(node),
+                              same_padding=self.same(attrs)))
 
     def batchnorm(self, node: Any, attrs: dict) -> None:
         conv = self.last_weighted(node, Conv2d)
@@ -152,7 +162,8 @@ class _Converter:
                                   ((1, "scale"), (2, "B"), (3, "input_mean"), (4, "input_var")))
         weight, bias = fold_batchnorm(conv.weight.to_dense(), conv.bias, gamma, beta, mean, var,
                                       attrs.get("epsilon", 1e-5), self.where(node))
-        folded = Conv2d(weight, bias, stride=conv.stride, padding=conv.padding, name=conv.name)
+        folded = Conv2d(weight, bias, stride=conv.stride, padding=conv.padding, name=conv.name,
+                        same_padding=conv.same_padding)
         self.layers[-1] = folded
         self.producer[id(folded)] = node.output[0]
 
@@ -201,7 +212,8 @@ class _Converter:
         if isinstance(last, Linear):
             replaced: Layer = Linear(last.weight, bias, name=last.name)
         else:
-            replaced = Conv2d(last.weight, bias, stride=last.stride, padding=last.padding, name=last.name)
+            replaced = Conv2d(last.weight, bias, stride=last.stride, padding=last.padding, name=last.name,
+                              same_padding=last.same_padding)
         self.layers[-1] = replaced
         self.producer[id(replaced)] = node.output[0]
 
@@ -216,11 +228,12 @@ class _Converter:
         padding = self.pads(node, attrs, kernel, stride)
         ceil = bool(attrs.get("ceil_mode", 0))
         name = self.layer_name(node)
+        same = self.same(attrs)
         if node.op_type == "MaxPool":
-            self.add(node, MaxPool2d(tuple(kernel), tuple(stride), padding, ceil, name=name))
+            self.add(node, MaxPool2d(tuple(kernel), tuple(stride), padding, ceil, name=name, same_padding=same))
         else:
             self.add(node, AvgPool2d(tuple(kernel), tuple(stride), padding, ceil,
-                                     bool(attrs.get("count_include_pad", 0)), name=name))
+                                     bool(attrs.get("count_include_pad", 0)), name=name, same_padding=same))
 
     def global_average(self, node: Any, keepdims: bool = True) -> None:
         shape = self.shape()
