@@ -785,3 +785,41 @@ def test_auto_runs_layers_at_the_always_sparse_density_sparse(kind):
         assert layer.nnz == nnz
         Model([layer], backend="auto")
         assert layer.backend == backend, (nnz, size)
+
+
+def test_a_built_model_is_read_only(tmp_path):
+    """The engine holds its own copy of every weight and setting: a change made
+    after the build would show in save() but not in forward(), so the saved
+    file could differ from the model that ran. Layers list, backend, layer
+    settings and biases are read-only once built; a new Model over the same
+    layers (another backend) and prune's copies still work."""
+    model = sparsenet.models.lenet_300_100(seed=3)
+    x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
+    y = model(x)
+    with pytest.raises(AttributeError):
+        model.layers.append(sparsenet.Softmax())
+    with pytest.raises(AttributeError):
+        model.backend = "dense"
+    fc = next(layer for layer in model.layers if layer.name == "fc1")
+    with pytest.raises(ValueError, match="read-only"):
+        fc.bias[:] = 100
+    with pytest.raises(AttributeError, match=r"linear layer 'fc1': 'bias' cannot change once a Model has built"):
+        fc.bias = None
+    with pytest.raises(AttributeError, match="'name' cannot change"):
+        fc.name = "other"
+    conv = sparsenet.models.lenet5(seed=1)
+    first_conv = next(layer for layer in conv.layers if isinstance(layer, Conv2d))
+    pool = next(layer for layer in conv.layers if isinstance(layer, MaxPool2d))
+    with pytest.raises(AttributeError, match="'padding' cannot change"):
+        first_conv.padding = (2, 2)
+    with pytest.raises(AttributeError, match="'stride' cannot change"):
+        pool.stride = (1, 1)
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(sparsenet.Model.load(tmp_path / "m.npz")(x), y)
+    dense = sparsenet.Model(model.layers, backend="dense")
+    np.testing.assert_allclose(dense(x), y, rtol=1e-4, atol=1e-5)
+    assert dense.backend == "dense" and fc.backend == "dense"
+    pruned = sparsenet.prune.prune_model(conv, 0.5)
+    assert all(new is not old for new, old in zip(pruned.layers, conv.layers))
+    assert next(layer for layer in pruned.layers if isinstance(layer, Conv2d)).nnz < first_conv.nnz
+    assert pruned(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)

@@ -7,6 +7,7 @@ keeps its weight in CSR form; the engine runs it sparse or dense.
 
 from __future__ import annotations
 
+import copy
 import weakref
 from typing import Any, Sequence
 
@@ -193,13 +194,44 @@ def _storage(rows: int, cols: int, nnz: int, name: str) -> str:
 
 
 class Layer:
-    """Base class. ``kind`` names the layer type in files and summaries."""
+    """Base class. ``kind`` names the layer type in files and summaries.
+
+    A layer is read-only once a :class:`Model` has built it: the engine holds
+    its own copy of the weights and settings, so a change made afterwards would
+    show in ``save`` and ``summary`` but not in the forward pass. Build a new
+    layer and Model to change one (``sparsenet.prune`` does).
+    """
 
     kind = "layer"
+    _frozen = False
 
     def __init__(self, name: str | None = None):
         self.name = name
-        self.backend: str | None = None  # set when a Model builds the layer
+        self._backend: str | None = None  # set when a Model builds the layer
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if self._frozen and not key.startswith("_"):
+            raise AttributeError(f"{self.kind} layer '{self.name}': '{key}' cannot change once a Model has built "
+                                 "the layer (its engine keeps its own copy); build a new layer and Model instead")
+        object.__setattr__(self, key, value)
+
+    @property
+    def backend(self) -> str | None:
+        """What the Model that built this layer runs it with: "sparse", "dense",
+        "auto" (chosen per input size, see ``choices``) or None before a build."""
+        return self._backend
+
+    def _built(self, backend: str | None) -> None:
+        """Called by Model once it has built this layer: from now on read-only."""
+        self._backend = backend
+        self._frozen = True
+
+    def _unbuilt_copy(self) -> "Layer":
+        """A deep copy that a new Model may build (non-weighted layers only)."""
+        clone = copy.deepcopy(self)
+        object.__setattr__(clone, "_frozen", False)
+        clone._backend = None
+        return clone
 
     # Summary facts; weighted layers override.
     shape: tuple = ()
@@ -248,7 +280,7 @@ class _Weighted(Layer):
                                   f"float of shape ({self._weight.rows},) for weight {self._weight.shape}")
             if not np.isfinite(bias).all():
                 raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias contains NaN or Inf")
-            self.bias = np.ascontiguousarray(bias, dtype=np.float32)
+            self.bias = np.array(bias, dtype=np.float32, order="C")  # ours: read-only once built
 
     @property
     def weight(self) -> SparseWeight:
@@ -270,6 +302,11 @@ class _Weighted(Layer):
             self._weight = self.weight  # a dense engine keeps no CSR: keep ours
         self._weight_ref = None
         self._core = core
+
+    def _built(self, backend: str | None) -> None:
+        super()._built(backend)
+        if self.bias is not None:
+            self.bias.flags.writeable = False
 
     @property
     def shape(self) -> tuple:
@@ -311,7 +348,7 @@ class _Weighted(Layer):
         return rows * cols * 4 + (self.bias.nbytes if self.bias is not None else 0)
 
     def _rename(self, name: str) -> None:
-        self.name = name
+        object.__setattr__(self, "name", name)
         if self._weight is not None:
             self._weight.context = f"{self.kind} layer '{name}' key '{name}.weight'"
 

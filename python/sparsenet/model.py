@@ -67,12 +67,12 @@ class Model:
 
     def __init__(self, layers: Iterable[Layer], backend: str = "auto", input_shape: Sequence[int] | None = None,
                  name: str | None = None):
-        self.layers: list[Layer] = list(layers)
+        self._layers: tuple[Layer, ...] = tuple(layers)
         if backend not in BACKENDS:
             raise FormatError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not self.layers:
+        if not self._layers:
             raise FormatError("a model needs at least one layer")
-        self.backend = backend
+        self._backend = backend
         self.name = name
         self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
         seen: set[str] = set()
@@ -99,7 +99,18 @@ class Model:
         if self.input_shape is not None:
             self._engine.output_shape(list(self.input_shape))
         for layer, core in zip(self.layers, self._core_layers):
-            layer.backend = getattr(core, "backend", None)
+            layer._built(getattr(core, "backend", None))
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        """The layers, in order; read-only once built (see :class:`Layer`)."""
+        return self._layers
+
+    @property
+    def backend(self) -> str:
+        """"auto", "sparse" or "dense", as built; another backend needs a new
+        Model (``Model(model.layers, backend=...)`` shares the layers)."""
+        return self._backend
 
     # ----------------------------------------------------------------- running
     def __call__(self, x: Any) -> np.ndarray:

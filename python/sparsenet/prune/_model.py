@@ -7,7 +7,6 @@ the same layer sequence, names, configuration, input shape and name."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
@@ -66,9 +65,7 @@ def _rebuild(model: Model, replacements: Mapping[str, tuple[Any, np.ndarray | No
                 weight, bias = layer.weight, None if layer.bias is None else layer.bias.copy()
             layers.append(_layer_copy(layer, weight, bias))
         else:
-            clone = copy.deepcopy(layer)
-            clone.backend = None
-            layers.append(clone)
+            layers.append(layer._unbuilt_copy())
     return Model(layers, backend=model.backend if backend is None else backend,
                  input_shape=model.input_shape, name=model.name)
 
