@@ -161,3 +161,21 @@ def test_same_padding_refuses_sizes_it_would_pad_otherwise(tmp_path):
         assert relative_error(model(x.transpose(0, 3, 1, 2)), expected) < 1e-5, size
     with pytest.raises(ShapeError, match=r"conv2d layer .*'same' padding resolved at import to \(1, 1\)"):
         model(np.zeros((1, 3, 10, 10), np.float32))
+
+
+@pytest.mark.parametrize("flatten_format", ["channels_first", None])
+def test_channels_first_model_with_dense_layers(tmp_path, flatten_format):
+    """channels_first convolutions, then a Flatten and Dense layers (which
+    record no data_format). Keras's Flatten(data_format="channels_first") moves
+    channels last before flattening (H, W, C order: the next Dense's columns are
+    permuted), the default one flattens the (C, H, W) map as it lies."""
+    keras.utils.set_random_seed(5)
+    flatten = L.Flatten(data_format=flatten_format) if flatten_format else L.Flatten()
+    net = keras.Sequential([keras.Input((2, 8, 8)), L.Conv2D(3, 3, data_format="channels_first", activation="relu"),
+                            L.MaxPooling2D(data_format="channels_first"), flatten,
+                            L.Dense(5, activation="relu"), L.Dropout(0.2), L.Dense(4)])
+    net.save(tmp_path / "cf.keras")
+    model = Model.from_keras(tmp_path / "cf.keras")
+    assert model.input_shape == (2, 8, 8)
+    x = np.random.default_rng(6).standard_normal((3, 2, 8, 8)).astype(np.float32)
+    assert relative_error(model(x), np.asarray(net(x).detach().cpu())) < 1e-5

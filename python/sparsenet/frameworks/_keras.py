@@ -25,6 +25,9 @@ from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool
 from ..model import Model
 from ._common import output_shape, require, same_padding, unique_name
 
+# The layers whose data_format is the layout of the maps they read and write
+# (Flatten's says how it orders its output; the others have none).
+_MAP_LAYERS = ("Conv2D", "MaxPooling2D", "AveragePooling2D")
 SUPPORTED_LAYERS = ("InputLayer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "Flatten", "Dropout",
                     "Activation", "ReLU", "Softmax")
 _ACTIVATIONS = ("relu", "softmax", "linear")
@@ -174,7 +177,7 @@ class _Converter:
         self.channels_last = channels_last
         self.layers: list[Layer] = []
         self.names: set[str] = set()
-        self.flattened_from: tuple[int, int, int] | None = None  # a channels-last map the next Dense reads
+        self.flattened_from: tuple[int, int, int] | None = None  # a (C, H, W) map flattened in H, W, C order
 
     def shape(self) -> tuple[int, ...]:
         return output_shape(self.layers, self.input_shape)
@@ -223,7 +226,8 @@ class _Converter:
         cfg = layer.get("config", {})
         name = unique_name(cfg.get("name", kind), self.names)
         where = f"Keras layer '{cfg.get('name')}' ({kind})"
-        if cfg.get("data_format", "channels_last") != ("channels_last" if self.channels_last else "channels_first"):
+        if kind in _MAP_LAYERS and (cfg.get("data_format") or "channels_last") != (
+                "channels_last" if self.channels_last else "channels_first"):
             raise FormatError(f"{self.path}: {where}: mixes data formats")
         if kind == "Conv2D":
             kernel, bias = self.weighted(layer, archive_name, where)
@@ -263,8 +267,15 @@ class _Converter:
         elif kind == "Flatten":
             shape = self.shape()
             if len(shape) == 3:
+                # Keras flattens in memory order, after moving channels last when the
+                # Flatten itself says channels_first: (H, W, C) order unless a
+                # channels_first map meets a channels_last (default) Flatten.
+                flatten_first = cfg.get("data_format") == "channels_first"
+                if self.channels_last and flatten_first:
+                    raise FormatError(f"{self.path}: {where}: a channels_first Flatten of a channels_last map is "
+                                      "not supported")
                 self.add(Flatten(name=name))
-                if self.channels_last and shape[0] > 1 and shape[1] * shape[2] > 1:
+                if (self.channels_last or flatten_first) and shape[0] > 1 and shape[1] * shape[2] > 1:
                     self.flattened_from = shape
         elif kind == "Dropout":
             self.add(Dropout(cfg.get("rate", 0.5), name=name))
@@ -287,7 +298,8 @@ def from_keras(path: str | os.PathLike, backend: str = "auto", input_shape: Sequ
     config, h5, archive = _open(path, h5py)
     try:
         chain, batch_shape = _chain(path, config)
-        formats = {l.get("config", {}).get("data_format") for l in chain} - {None}
+        formats = {l.get("config", {}).get("data_format") or "channels_last" for l in chain
+                   if l.get("class_name") in _MAP_LAYERS}
         if len(formats) > 1:
             raise FormatError(f"{path}: layers mix data formats {sorted(formats)}")
         channels_last = formats != {"channels_first"}
@@ -301,7 +313,7 @@ def from_keras(path: str | os.PathLike, backend: str = "auto", input_shape: Sequ
         for layer in chain:
             converter.layer(layer, weights.register(layer))
         if converter.flattened_from is not None:
-            raise FormatError(f"{path}: a Flatten of a channels-last map is not followed by a Dense; sparsenet's "
+            raise FormatError(f"{path}: a Flatten in (H, W, C) order is not followed by a Dense; sparsenet's "
                               "(C, H, W) order would differ from Keras's (H, W, C) output")
         if not converter.layers:
             raise FormatError(f"{path}: the model has no layers")
