@@ -199,3 +199,25 @@ def test_same_padding_refuses_sizes_it_would_pad_otherwise(tmp_path):
     with pytest.raises(ShapeError, match="'same' padding"):
         engine.output_shape([3, 10, 10])
     assert engine.output_shape([3, 13, 13]) == [4, 4, 4]
+
+
+@pytest.mark.parametrize("batch_dim, target, ok", [
+    ("N", [0, -1], True), ("N", [-1, 8], True), ("N", [0, 8], True), (2, [2, -1], True),
+    ("N", [4, -1], False), (2, [4, -1], False), ("N", [2, -1], False), ("N", [-1, 4], False),
+])
+def test_reshape_is_a_flatten_only_when_it_keeps_the_batch(tmp_path, batch_dim, target, ok):
+    """Reshape (N, 2, 2, 2) to (0 | its fixed batch, -1) or (-1, 8) is a
+    flatten; to (4, -1) it folds samples together ((2, 2, 2, 2) becomes (4, 4)
+    in onnxruntime) and is refused rather than run as a flatten."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 2, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              initializer=[numpy_helper.from_array(np.array(target, np.int64), "shape")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx"))
+    if ok:
+        x = np.arange(16, dtype=np.float32).reshape(2, 2, 2, 2)
+        np.testing.assert_array_equal(Model.from_onnx(tmp_path / "r.onnx")(x), x.reshape(2, 8))
+    else:
+        with pytest.raises(FormatError, match=r"node 'reshape' \(Reshape\): reshape of a \(2, 2, 2\) sample to "
+                                              rf"\[{target[0]}, {target[1]}\] is not a flatten"):
+            Model.from_onnx(tmp_path / "r.onnx")

@@ -69,6 +69,7 @@ class _Converter:
         self.constants: dict[str, np.ndarray] = {}
         self.producer: dict[int, str] = {}  # id(layer) -> the tensor it writes, for folding
         self.current = ""
+        self.batch: int | None = None  # the graph input's batch size, when fixed
 
     def shape(self) -> tuple[int, ...]:
         return output_shape(self.layers, self.input_shape)
@@ -258,12 +259,15 @@ class _Converter:
         features = prod(shape)
         if target is not None:
             target = [int(d) for d in target]
-            # (-1, F), or (0 | N, -1 | F): the batch kept, everything else flattened
+            # (-1, F), or (B, -1 | F) with B = 0 (copy the batch) or the graph's own
+            # fixed batch size: the batch kept, everything else flattened. Another
+            # B would fold samples together: (2, 2, 2, 2) to (4, -1) is (4, 4).
             ok = len(target) == 2 and (target[1] == features if target[0] == -1 else
-                                       target[0] >= 0 and target[1] in (-1, features))
+                                       target[0] in (0, self.batch) and target[1] in (-1, features))
             if not ok:
+                batch = "" if self.batch is None else f" (the graph's batch is {self.batch})"
                 raise FormatError(f"{self.where(node)}: reshape of a {shape} sample to {target} is not a flatten to "
-                                  "(batch, features)")
+                                  f"(batch, features){batch}")
         if len(shape) == 3:
             self.add(node, Flatten(name=self.layer_name(node)))
 
@@ -371,6 +375,8 @@ def from_onnx(path: str | os.PathLike, backend: str = "auto", input_shape: Seque
     converter = _Converter(path, onnx, tuple(int(d) for d in input_shape), opset)
     converter.constants = constants
     converter.current = inputs[0].name
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        converter.batch = int(dims[0].dim_value)
     for node in graph.node:
         converter.node(node)
     outputs = [o.name for o in graph.output]
