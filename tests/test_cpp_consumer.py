@@ -126,14 +126,20 @@ def test_cmake_dir_flag():
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_cpp_forward_refuses_non_finite_input(tmp_path, classify, batch):
-    """C++ callers get the input check too: Model::forward throws
-    sparsenet::InputError for a NaN or an Inf at the first or last float."""
+def test_cpp_api_refuses_bad_input(tmp_path, classify, batch):
+    """C++ callers get typed errors too: Model::forward throws InputError for a
+    NaN or an Inf at the first or last float and for null pointers (it read
+    them: NaN came out, null crashed), save_npy ShapeError for a tensor short of
+    its shape (it wrote an unreadable file), load_model FormatError for a
+    directory (it let std::ios_base::failure escape)."""
     model = sparsenet.models.random_model("lenet5", seed=2)
     model.save(tmp_path / "model.npz")
-    run = subprocess.run([str(classify.parent / "non_finite"), str(tmp_path / "model.npz"), str(batch)],
-                         capture_output=True, text=True)
+    run = subprocess.run([str(classify.parent / "bad_input"), str(tmp_path / "model.npz"), str(batch),
+                          str(tmp_path)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
-    assert len(lines) == 6 and all(line.startswith("refused: ") for line in lines), run.stdout
+    assert len(lines) == 10 and all(line.startswith("refused: ") for line in lines), run.stdout
     assert f"input of shape ({batch}, 1, 28, 28) contains NaN or Inf" in lines[0]
+    assert "input pointer is null" in lines[6] and "output pointer is null" in lines[7]
+    assert "short.npy: tensor shape (5,) needs 5 floats but it holds 1" in lines[8]
+    assert "is a directory" in lines[9]

@@ -130,6 +130,8 @@ def test_cpp_loader_refuses_non_zip_and_missing_files(tmp_path):
         _core.load_model(str(tmp_path / "text.npz"))
     with pytest.raises(sparsenet.FormatError, match="cannot open"):
         _core.load_model(str(tmp_path / "missing.npz"))
+    with pytest.raises(sparsenet.FormatError, match="is a directory"):
+        _core.load_model(str(tmp_path))
 
 
 def test_dense_budget_agrees_with_auto_always_sparse(tmp_path):

@@ -1,10 +1,12 @@
 // Loading the sparsenet .npz format (docs/format.md) in C++, with the same
 // checks and messages as the Python loader (python/sparsenet/format.py).
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
 #include <set>
+#include <system_error>
 
 #include "json.h"
 #include "npz.h"
@@ -175,9 +177,17 @@ std::shared_ptr<const Layer> build_layer(NpzReader& npz, const Json& entry, cons
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) throw FormatError(path + ": is a directory, not a file");
   std::ifstream file(path, std::ios::binary);
   if (!file) throw FormatError(path + ": cannot open the file");
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  try {  // libstdc++ reports some read errors (EIO, EISDIR) by throwing
+    std::vector<uint8_t> bytes{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+    if (file.bad()) throw FormatError(path + ": cannot read the file");
+    return bytes;
+  } catch (const std::ios_base::failure& e) {
+    throw FormatError(path + ": cannot read the file (" + e.what() + ")");
+  }
 }
 
 Model load(std::vector<uint8_t> bytes, const LoadOptions& options, const std::string& label) {
@@ -259,6 +269,14 @@ Tensor load_npy(const std::string& path) {
 }
 
 void save_npy(const std::string& path, const Tensor& tensor) {
+  size_t elements = 1;
+  for (int64_t d : tensor.shape) {
+    if (d < 0) throw ShapeError(path + ": tensor shape " + shape_to_string(tensor.shape) + " has a negative size");
+    elements *= static_cast<size_t>(d);
+  }
+  if (elements != tensor.data.size())
+    throw ShapeError(path + ": tensor shape " + shape_to_string(tensor.shape) + " needs " + std::to_string(elements) +
+                     " floats but it holds " + std::to_string(tensor.data.size()));
   std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (";
   for (size_t i = 0; i < tensor.shape.size(); ++i)
     header += std::to_string(tensor.shape[i]) + (tensor.shape.size() == 1 || i + 1 < tensor.shape.size() ? ", " : "");

@@ -156,6 +156,9 @@ Shape Model::output_shape(const Shape& input) const {
 
 void Model::forward(const float* in, int64_t batch, const Shape& input, float* out) const {
   if (batch < 0) throw ShapeError("batch size must be >= 0, got " + std::to_string(batch));
+  if (batch > 0 && (in == nullptr || out == nullptr))
+    throw InputError(std::string(in == nullptr ? "input" : "output") + " pointer is null for a batch of " +
+                     std::to_string(batch));
   std::shared_ptr<ThreadPool> pool = current_pool();
   const size_t workers = static_cast<size_t>(pool->num_threads());
   std::shared_ptr<const Workspaces::Plan> plan;

@@ -19,8 +19,8 @@ struct LoadOptions {
 // members; docs/format.md). Every array header is checked against the bytes
 // really present and max_bytes before anything is allocated; CSR invariants,
 // NaN/Inf and layer shapes are validated as in Python. Throws FormatError,
-// WeightError or ShapeError naming the file, layer, key and shapes;
-// std::ios_base::failure style problems opening the file throw FormatError too.
+// WeightError or ShapeError naming the file, layer, key and shapes; a path
+// that cannot be opened or read (missing, a directory) throws FormatError too.
 Model load_model(const std::string& path, const LoadOptions& options = {});
 
 // The same from a file image in memory; `label` names it in error messages.
@@ -31,7 +31,9 @@ Model load_model_from_memory(const void* data, size_t size, const LoadOptions& o
 // converted to float32 (integers as their values, without scaling).
 Tensor load_npy(const std::string& path);
 
-// Writes a float32 .npy file (version 1.0, C order).
+// Writes a float32 .npy file (version 1.0, C order). Throws ShapeError when
+// tensor.data does not hold prod(tensor.shape) floats, FormatError when the
+// file cannot be written.
 void save_npy(const std::string& path, const Tensor& tensor);
 
 }  // namespace sparsenet

@@ -43,7 +43,8 @@ class Model {
   // out: batch * prod(output_shape(input)) floats, sample-major. The last layer
   //      writes there directly; `out` may overlap `in` (then it is copied).
   // Throws ShapeError when the layers do not accept `input`, InputError when
-  // `in` holds a NaN or an Inf (checked before any layer runs).
+  // `in` or `out` is null (batch > 0) or `in` holds a NaN or an Inf (checked
+  // before any layer runs).
   // Thread-safe: may be called concurrently on one Model. Buffers are reused
   // between calls: after the first call for a batch size, no allocation.
   // Layers run one after the other over the whole batch on the thread pool,
