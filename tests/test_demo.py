@@ -56,3 +56,17 @@ def test_demo_command(capsys):
 def test_demo_on_bad_data_dir_fails_cleanly(tmp_path, capsys):
     assert main(["demo", "--data", str(tmp_path)]) == 2
     assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--threads", "-3"], "argument --threads: expected a positive integer, got '-3'"),
+    (["demo", "--threads", "0"], "argument --threads: expected a positive integer, got '0'"),
+    (["bench", "--batch", "1", "x"], "argument --batch: expected a positive integer, got 'x'"),
+    (["convert", "a.onnx", "-o", "b.npz", "--input-shape", "abc"],
+     "argument --input-shape: expected positive sizes separated by commas"),
+])
+def test_cli_refuses_bad_arguments_cleanly(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+

@@ -162,6 +162,10 @@ def test_cli_convert(tmp_path, capsys):
     assert cli_main(["convert", str(source), "-o", str(tmp_path / "out.npz")]) == 0
     assert "dense fp32" in capsys.readouterr().out
     assert relative_error(Model.load(tmp_path / "out.npz")(x.numpy()), expected(net, x)) < 1e-4
+    assert cli_main(["inspect", str(source)]) == 0  # inspect reads what convert reads
+    assert "conv2d" in capsys.readouterr().out
+    assert cli_main(["convert", str(source), "-o", str(tmp_path / "x.npz"), "--arch", "lenet5"]) == 2
+    assert "--arch applies to PyTorch state_dicts" in capsys.readouterr().err
 
 
 def test_same_padding_refuses_sizes_it_would_pad_otherwise(tmp_path):

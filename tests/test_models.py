@@ -667,9 +667,11 @@ def test_thread_count_from_the_environment():
     assert result.stdout.split() == ["3", "3"]
 
 
-def test_set_num_threads_refuses_zero(restore_threads):
-    with pytest.raises(ValueError, match="at least 1 thread"):
-        sparsenet.set_num_threads(0)
+def test_set_num_threads_refuses_counts_out_of_range(restore_threads):
+    """0 or negative, and above 1,024 (10,000 threads took 16 s and 5 GB)."""
+    for bad in (0, -1, 1025, 100_000):
+        with pytest.raises(ValueError, match="set_num_threads: need 1 to 1024 threads"):
+            sparsenet.set_num_threads(bad)
     assert sparsenet.get_num_threads() == restore_threads
 
 

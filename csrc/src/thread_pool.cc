@@ -1,5 +1,6 @@
 #include "thread_pool.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -37,10 +38,10 @@ class Spin {
 int default_num_threads() {
   if (const char* env = std::getenv("SPARSENET_NUM_THREADS")) {
     const int n = std::atoi(env);
-    if (n >= 1) return n;
+    if (n >= 1) return std::min(n, kMaxThreads);
   }
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  return hw == 0 ? 1 : static_cast<int>(std::min<unsigned>(hw, kMaxThreads));
 }
 
 std::mutex g_pool_mutex;
@@ -143,8 +144,8 @@ std::shared_ptr<ThreadPool> current_pool() {
 }
 
 void set_num_threads(int num_threads) {
-  if (num_threads < 1)
-    throw std::invalid_argument("set_num_threads: need at least 1 thread, got " +
+  if (num_threads < 1 || num_threads > kMaxThreads)
+    throw std::invalid_argument("set_num_threads: need 1 to " + std::to_string(kMaxThreads) + " threads, got " +
                                 std::to_string(num_threads));
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   if (!g_pool || g_pool->num_threads() != num_threads)

@@ -31,7 +31,8 @@ __version__ = "0.1.0"
 
 
 def set_num_threads(num_threads: int) -> None:
-    """Threads for sparse kernels and the BLAS alike (so comparisons are fair)."""
+    """Threads for sparse kernels and the BLAS alike (so comparisons are fair);
+    1 to 1024, else ValueError."""
     _core.set_num_threads(int(num_threads))
 
 

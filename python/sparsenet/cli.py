@@ -163,33 +163,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    model = Model.load(args.file, arch=args.arch) if args.file not in ARCHITECTURES else random_model(args.file)
+    if args.file in ARCHITECTURES and not os.path.exists(args.file):
+        model = random_model(args.file)
+    else:
+        try:
+            model = _load_source(args.file, args.arch, args.input_shape)
+        except ImportError as exc:  # a framework extra that is not installed
+            print(f"sparsenet: error: {exc}", file=sys.stderr)
+            return 2
     print(model.summary())
     if os.path.exists(args.file):
         print(f"file: {args.file}, {_human_bytes(os.path.getsize(args.file))}")
     return 0
 
 
-def _convert_source(args: argparse.Namespace) -> Model:
-    extension = os.path.splitext(args.source)[1].lower()
+def _load_source(source: str, arch: str | None, input_shape: tuple[int, ...] | None) -> Model:
+    """Any file sparsenet reads, by extension: sparsenet or exported .npz,
+    PyTorch state_dict (with ``arch``), ONNX, Keras."""
+    extension = os.path.splitext(source)[1].lower()
+    if arch and extension not in (".npz", ".pt", ".pth"):
+        raise FormatError(f"{source}: --arch applies to PyTorch state_dicts and exported .npz weights; "
+                          f"a '{extension}' file describes its own layers")
     if extension == ".npz":
-        return Model.load(args.source, arch=args.arch)
+        return Model.load(source, arch=arch)
     if extension in (".pt", ".pth"):
-        if not args.arch:
-            raise FormatError(f"{args.source}: a PyTorch state_dict holds weights only; pass --arch NAME "
+        if not arch:
+            raise FormatError(f"{source}: a PyTorch state_dict holds weights only; pass --arch NAME "
                               f"({', '.join(ARCHITECTURES)})")
-        return Model.from_torch(args.source, arch=args.arch)
+        return Model.from_torch(source, arch=arch)
     if extension == ".onnx":
-        return Model.from_onnx(args.source, input_shape=args.input_shape)
+        return Model.from_onnx(source, input_shape=input_shape)
     if extension in (".keras", ".h5", ".hdf5"):
-        return Model.from_keras(args.source, input_shape=args.input_shape)
-    raise FormatError(f"{args.source}: unknown source type '{extension}' (expected .npz, .pt, .pth, .onnx, "
+        return Model.from_keras(source, input_shape=input_shape)
+    raise FormatError(f"{source}: unknown source type '{extension}' (expected .npz, .pt, .pth, .onnx, "
                       ".keras or .h5)")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     try:
-        model = _convert_source(args)
+        model = _load_source(args.source, args.arch, args.input_shape)
     except ImportError as exc:  # a framework extra that is not installed
         print(f"sparsenet: error: {exc}", file=sys.stderr)
         return 2
@@ -219,6 +231,26 @@ class _PrintAndExit(argparse.Action):
         parser.exit()
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _sample_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes separated by commas (e.g. 1,28,28), got {text!r}")
+    return shape
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sparsenet", description="Sparse neural-network inference engine.")
     parser.add_argument("--cmake-dir", action=_PrintAndExit, nargs=0, value=cmake_dir,
@@ -229,14 +261,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--model", help="a sparsenet .npz file (default: the shipped pruned LeNet-5)")
     demo.add_argument("--data", help="a directory of MNIST-format IDX files whose test split to classify "
                                      "(default: the shipped 1,000-image sample)")
-    demo.add_argument("--threads", type=int, help="threads for sparse kernels and BLAS (default: all cores)")
+    demo.add_argument("--threads", type=_positive_int,
+                      help="threads for sparse kernels and BLAS (default: all cores)")
     demo.add_argument("--min-time", type=float, default=0.5, help="seconds to spend per measurement (default 0.5)")
-    demo.add_argument("--max-runs", type=int, default=200, help="runs per measurement at most (default 200)")
+    demo.add_argument("--max-runs", type=_positive_int, default=200, help="runs per measurement at most (default 200)")
     demo.set_defaults(func=cmd_demo)
 
     inspect = sub.add_parser("inspect", help="print the per-layer summary of a model file")
-    inspect.add_argument("file", help="a .npz model file, or a built-in architecture name")
-    inspect.add_argument("--arch", help="architecture for weights exported by other tools")
+    inspect.add_argument("file", help="any file convert reads (.npz, .pt/.pth with --arch, .onnx, .keras, .h5), "
+                                      "or a built-in architecture name")
+    inspect.add_argument("--arch", help="architecture for PyTorch state_dicts and weights exported by other tools")
+    inspect.add_argument("--input-shape", type=_sample_shape,
+                         help="one sample's shape, e.g. 1,28,28 (C,H,W), for files that do not record it")
     inspect.set_defaults(func=cmd_inspect)
 
     bench = sub.add_parser("bench", help="run sparse and dense backends side by side")
@@ -244,12 +280,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="a .npz model file, a built-in architecture name, or 'builtin' "
                             f"({', '.join(BUILTIN_DEFAULT)} at Han et al.'s densities; the default)")
     bench.add_argument("--arch", help="architecture for weights exported by other tools")
-    bench.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default: 1 64)")
-    bench.add_argument("--threads", type=int, help="threads for sparse kernels and BLAS (default: all cores)")
-    bench.add_argument("--input-shape", type=lambda s: tuple(int(d) for d in s.split(",")),
+    bench.add_argument("--batch", type=_positive_int, nargs="+", default=[1, 64], help="batch sizes (default: 1 64)")
+    bench.add_argument("--threads", type=_positive_int,
+                      help="threads for sparse kernels and BLAS (default: all cores)")
+    bench.add_argument("--input-shape", type=_sample_shape,
                        help="one sample's shape, e.g. 1,28,28, for files that do not record it")
     bench.add_argument("--min-time", type=float, default=1.0, help="seconds to spend per measurement (default 1)")
-    bench.add_argument("--max-runs", type=int, default=200, help="runs per measurement at most (default 200)")
+    bench.add_argument("--max-runs", type=_positive_int, default=200, help="runs per measurement at most (default 200)")
     bench.add_argument("--full", action="store_true", help="include VGG batches above 8")
     bench.set_defaults(func=cmd_bench)
 
@@ -257,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     convert.add_argument("source", help="a .pt/.pth state_dict (with --arch), .onnx, .keras, .h5, or .npz (with --arch)")
     convert.add_argument("-o", "--output", required=True, help="the sparsenet .npz file to write")
     convert.add_argument("--arch", help=f"built-in architecture for state_dicts and exported .npz ({', '.join(ARCHITECTURES)})")
-    convert.add_argument("--input-shape", type=lambda s: tuple(int(d) for d in s.split(",")),
+    convert.add_argument("--input-shape", type=_sample_shape,
                          help="one sample's shape, e.g. 1,28,28 (C,H,W), for files that do not record it")
     convert.set_defaults(func=cmd_convert)
 
@@ -267,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reproduce.add_argument("--out", help="output directory (default runs/NAME)")
     reproduce.add_argument("--dataset", help="the dataset's name for the report (default: the directory's name)")
     reproduce.add_argument("--seed", type=int, default=0)
-    reproduce.add_argument("--threads", type=int, help="PyTorch threads for training")
+    reproduce.add_argument("--threads", type=_positive_int, help="PyTorch threads for training")
     reproduce.add_argument("--quick", action="store_true", help="a smoke run on 600 images, one epoch per phase")
     reproduce.set_defaults(func=cmd_reproduce)
 

@@ -8,8 +8,11 @@ namespace sparsenet {
 enum class Isa { kScalar, kAvx2 };
 
 // Number of threads used by sparse kernels and by the BLAS together. At start
-// it is SPARSENET_NUM_THREADS if set, else the number of hardware threads.
-void set_num_threads(int num_threads);  // num_threads >= 1
+// it is SPARSENET_NUM_THREADS if set, else the number of hardware threads (at
+// most kMaxThreads either way). set_num_threads throws std::invalid_argument
+// outside [1, kMaxThreads]: each thread is a real worker with its own stack.
+constexpr int kMaxThreads = 1024;
+void set_num_threads(int num_threads);
 int get_num_threads();
 
 // The instruction set that layers built from now on use. Detected once from the
