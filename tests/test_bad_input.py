@@ -449,6 +449,7 @@ def test_bad_graph(tmp_path, saved, edit, error, match):
     (np.array(" " * (1 << 18) + "{}"), r"key '__sparsenet__': \d+ bytes, more than the 1048576 this key may hold"),
     (np.float32(1.0), r"key '__sparsenet__': dtype float32 is not allowed here"),
     (np.array([1, 2], np.int64), r"key '__sparsenet__': dtype int64 is not allowed here"),
+    (np.array("[" * 100_000 + "]" * 100_000), r"key '__sparsenet__': JSON nested too deeply"),
 ])
 def test_bad_graph_member(tmp_path, saved, graph, match):
     _, arrays = saved
@@ -784,3 +785,10 @@ def test_file_errors_do_not_leak_open_files(tmp_path, saved):
     after = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
     assert after <= before + 1
 
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0, 1, 3, 3), (2, 0, 3, 3)])
+def test_zero_size_weight_is_refused(shape):
+    layer = sparsenet.Conv2d if len(shape) == 4 else sparsenet.Linear
+    with pytest.raises(WeightError, match=r"every size at least 1"):
+        layer(np.zeros(shape, np.float32), name="z")

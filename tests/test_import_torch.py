@@ -146,3 +146,11 @@ def test_cli_convert_state_dict(tmp_path, capsys):
     assert relative_error(Model.load(target)(x.numpy()), torch_forward(net, x)) < 1e-4
     assert cli_main(["convert", str(source), "-o", str(target)]) == 2
     assert "--arch" in capsys.readouterr().err
+
+
+def test_float64_module_is_refused_with_a_hint():
+    """The example input is cast to float32; a float64 module fails torch's
+    shape pass: a FormatError that says how to convert it, not torch's error."""
+    net = make_net("lenet5").double()
+    with pytest.raises(FormatError, match=r"its parameters are torch.float64: convert it with module.float\(\)"):
+        Model.from_torch(net, example("lenet5"))

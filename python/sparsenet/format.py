@@ -159,6 +159,8 @@ def _load_native(archive: NpzArchive, backend: str) -> Model:
         graph = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text))
     except ValueError as exc:
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not valid JSON: {exc}") from None
+    except RecursionError:  # as the C++ loader, which stops at depth 64
+        raise FormatError(f"{archive.path}: key '{GRAPH_KEY}': JSON nested too deeply") from None
     if not isinstance(graph, dict) or graph.get("format") != "sparsenet":
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not a sparsenet graph")
     version = graph.get("version")

@@ -58,8 +58,9 @@ class SparseWeight:
                  context: str = "weight"):
         self.shape = tuple(int(s) for s in shape)
         self.context = context
-        if len(self.shape) not in (2, 4) or any(s < 0 for s in self.shape):
-            raise WeightError(f"{context}: weight shape {self.shape} must be (out, in) or (O, I, kh, kw)")
+        if len(self.shape) not in (2, 4) or any(s < 1 for s in self.shape):
+            raise WeightError(f"{context}: weight shape {self.shape} must be (out, in) or (O, I, kh, kw), "
+                              "every size at least 1")
         self.indptr = self._as_index_array(indptr, "indptr")
         self.indices = self._as_index_array(indices, "indices")
         data = np.asarray(data)
@@ -119,6 +120,9 @@ class SparseWeight:
             raise WeightError(f"{context}: weight dtype {weight.dtype} is not numeric")
         if weight.ndim not in (2, 4):
             raise WeightError(f"{context}: dense weight must be 2-D (out, in) or 4-D (O, I, kh, kw), got {weight.shape}")
+        if weight.size == 0:
+            raise WeightError(f"{context}: weight shape {weight.shape} must be (out, in) or (O, I, kh, kw), "
+                              "every size at least 1")
         matrix = weight.reshape(weight.shape[0], -1)
         if not np.isfinite(matrix).all():
             raise WeightError(f"{context}: weight {weight.shape} contains NaN or Inf")

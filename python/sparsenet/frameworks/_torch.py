@@ -324,8 +324,15 @@ def from_module(module: Any, example_input: Any = None, backend: str = "auto", i
         except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError...
             raise FormatError(f"torch module {kind}: torch.fx cannot trace it ({type(exc).__name__}: {exc}); "
                               "sparsenet reads modules whose forward is a plain chain of layers") from None
-        with torch.no_grad():
-            ShapeProp(graph_module).propagate(example)
+        try:
+            with torch.no_grad():
+                ShapeProp(graph_module).propagate(example)
+        except Exception as exc:  # torch wraps the failing node's error in a RuntimeError
+            dtypes = sorted({str(p.dtype) for p in module.parameters()} - {"torch.float32"})
+            hint = (f"its parameters are {', '.join(dtypes)}: convert it with module.float()" if dtypes else
+                    "check that the example input fits the module")
+            raise FormatError(f"torch module {kind}: running it once on the float32 example input of shape "
+                              f"{tuple(example.shape)} failed ({type(exc).__name__}: {exc}); {hint}") from None
         converter = _Converter(graph_module, torch)
         current = None
         for node in graph_module.graph.nodes:
