@@ -22,6 +22,7 @@ namespace {
 
 sparsenet::Tensor read_pgm(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
+  if (!file) throw sparsenet::FormatError(path + ": cannot open the file");
   std::string magic;
   int width = 0, height = 0, max_value = 0;
   file >> magic >> width >> height >> max_value;
