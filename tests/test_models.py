@@ -588,6 +588,11 @@ def test_empty_isa_variable_means_unset(monkeypatch):
     assert sparsenet.kernel_info()["isa"] == ("avx2" if HAS_AVX2 else "scalar")
 
 
+def test_isa_variable_ignores_case(monkeypatch):
+    monkeypatch.setenv("SPARSENET_ISA", "Scalar")
+    assert sparsenet.kernel_info()["isa"] == "scalar"
+
+
 def test_bad_isa_variable(monkeypatch):
     monkeypatch.setenv("SPARSENET_ISA", "avx512")
     with pytest.raises(sparsenet.FormatError, match="SPARSENET_ISA='avx512' is not one of: scalar, avx2"):
@@ -825,3 +830,15 @@ def test_a_built_model_is_read_only(tmp_path):
     assert all(new is not old for new, old in zip(pruned.layers, conv.layers))
     assert next(layer for layer in pruned.layers if isinstance(layer, Conv2d)).nnz < first_conv.nnz
     assert pruned(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)
+
+
+def test_model_indexing_and_reprs():
+    model = sparsenet.models.lenet5(seed=2)
+    assert len(model) == len(model.layers) and model["fc1"] is model.layers[5] and model[-1] is model.layers[-1]
+    with pytest.raises(KeyError, match="no layer named 'fc9'"):
+        model["fc9"]
+    assert repr(model["conv1"]) == ("Conv2d(shape=(20, 1, 5, 5), nnz=330, density=66.00%, stride=[1, 1], "
+                                    "padding=[0, 0], name='conv1')")
+    assert repr(model["conv1"].weight) == "SparseWeight(shape=(20, 1, 5, 5), nnz=330, density=66.00%)"
+    # prune's threshold rules take layer.weight as it comes
+    assert sparsenet.prune.prune_by_std(model["conv1"].weight, 1.0).shape == (20, 1, 5, 5)

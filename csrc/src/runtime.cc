@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <string>
@@ -45,14 +46,15 @@ const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "scalar"; }
 Isa active_isa() {
   const char* env = std::getenv("SPARSENET_ISA");
   if (env == nullptr || *env == '\0') return cpu_has_avx2_fma() ? Isa::kAvx2 : Isa::kScalar;
-  const std::string value(env);
+  std::string value(env);
+  for (char& c : value) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));  // AVX2 as avx2
   if (value == "scalar") return Isa::kScalar;
   if (value == "avx2") {
     if (!cpu_has_avx2_fma())
       throw FormatError("SPARSENET_ISA=avx2 but this CPU lacks AVX2+FMA; use SPARSENET_ISA=scalar");
     return Isa::kAvx2;
   }
-  throw FormatError("SPARSENET_ISA='" + value + "' is not one of: scalar, avx2");
+  throw FormatError("SPARSENET_ISA='" + std::string(env) + "' is not one of: scalar, avx2");
 }
 
 const KernelTable& kernel_table(Isa isa) {

@@ -108,6 +108,9 @@ class SparseWeight:
         total = self.rows * self.cols
         return self.nnz / total if total else 0.0
 
+    def __repr__(self) -> str:
+        return f"SparseWeight(shape={self.shape}, nnz={self.nnz}, density={self.density:.2%})"
+
     def validate(self) -> None:
         """Raise WeightError unless this is a well-formed CSR matrix with finite values
         (the engine's own check, the same one every layer build runs)."""
@@ -350,6 +353,11 @@ class _Weighted(Layer):
     def dense_bytes(self) -> int:
         rows, cols = self._rows_cols
         return rows * cols * 4 + (self.bias.nbytes if self.bias is not None else 0)
+
+    def __repr__(self) -> str:
+        args = "".join(f", {k}={v!r}" for k, v in self.config().items())
+        return (f"{type(self).__name__}(shape={self._shape}, nnz={self._nnz}, density={self.density:.2%}"
+                f"{args}, name={self.name!r})")
 
     def _rename(self, name: str) -> None:
         object.__setattr__(self, "name", name)

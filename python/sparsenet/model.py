@@ -106,6 +106,18 @@ class Model:
         """The layers, in order; read-only once built (see :class:`Layer`)."""
         return self._layers
 
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __getitem__(self, key: int | str) -> Layer:
+        """A layer by position or by name (``model["fc1"]``)."""
+        if isinstance(key, str):
+            for layer in self._layers:
+                if layer.name == key:
+                    return layer
+            raise KeyError(f"no layer named {key!r}; layers: {', '.join(str(l.name) for l in self._layers)}")
+        return self._layers[key]
+
     @property
     def backend(self) -> str:
         """"auto", "sparse" or "dense", as built; another backend needs a new

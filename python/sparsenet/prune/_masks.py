@@ -11,9 +11,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..errors import WeightError
+from ..layers import SparseWeight
 
 
 def _weight(weight: Any, name: str) -> np.ndarray:
+    if isinstance(weight, SparseWeight) or hasattr(weight, "tocsr"):  # layer.weight, scipy.sparse
+        weight = weight.to_dense() if isinstance(weight, SparseWeight) else weight.toarray()
     array = np.asarray(weight)
     if array.dtype.kind not in "fiu":
         raise WeightError(f"layer '{name}': weight has dtype {array.dtype}, expected a real number array")
