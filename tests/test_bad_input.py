@@ -443,13 +443,14 @@ def test_bad_graph(tmp_path, saved, edit, error, match):
 
 
 @pytest.mark.parametrize("graph,match", [
-    (np.array("{not json"), r"key '__sparsenet__' is not valid JSON"),
-    (np.array("[1, 2]"), r"key '__sparsenet__' is not a sparsenet graph"),
-    (np.array(["{}", "{}"]), r"key '__sparsenet__' must be one string"),
-    (np.array(" " * (1 << 18) + "{}"), r"key '__sparsenet__': \d+ bytes, more than the 1048576 this key may hold"),
+    (np.array(b"{not json"), r"key '__sparsenet__' is not valid JSON"),
+    (np.array(b"[1, 2]"), r"key '__sparsenet__' is not a sparsenet graph"),
+    (np.array([b"{}", b"{}"]), r"key '__sparsenet__' must be one string"),
+    (np.array(b" " * (1 << 20) + b"{}"), r"key '__sparsenet__': \d+ bytes, more than the 1048576 this key may hold"),
     (np.float32(1.0), r"key '__sparsenet__': dtype float32 is not allowed here"),
     (np.array([1, 2], np.int64), r"key '__sparsenet__': dtype int64 is not allowed here"),
-    (np.array("[" * 100_000 + "]" * 100_000), r"key '__sparsenet__': JSON nested too deeply"),
+    (np.array('{"format": "sparsenet"}'), r"key '__sparsenet__': dtype <U23 is not allowed"),
+    (np.array(b"[" * 100_000 + b"]" * 100_000), r"key '__sparsenet__': JSON nested too deeply"),
 ])
 def test_bad_graph_member(tmp_path, saved, graph, match):
     _, arrays = saved
@@ -765,7 +766,7 @@ def test_huge_declared_weight_refused_before_dense_allocation(tmp_path):
                          "bias": False}]}
     indptr = np.ones(rows + 1, np.uint8)
     indptr[0] = 0
-    arrays = {"__sparsenet__": np.array(json.dumps(graph)), "fc.weight.data": np.ones(1, np.float32),
+    arrays = {"__sparsenet__": np.array(json.dumps(graph).encode()), "fc.weight.data": np.ones(1, np.float32),
               "fc.weight.indices": np.array([cols - 1], np.uint32), "fc.weight.indptr": indptr}
     write_npz(tmp_path / "huge.npz", arrays)
     sparse = Model.load(tmp_path / "huge.npz", backend="sparse")

@@ -5,6 +5,7 @@ and no crash on damaged files."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -155,3 +156,49 @@ def test_dense_budget_agrees_with_auto_always_sparse(tmp_path):
                 _core.load_model(str(path), "auto", budget)
             with pytest.raises(sparsenet.FormatError, match="max_bytes"):
                 sparsenet.Model.load(path, backend="auto", max_bytes=budget)
+
+
+def _graph_edit(edit):
+    def apply(arrays):
+        graph = json.loads(arrays["__sparsenet__"][()].decode())
+        edit(graph)
+        arrays["__sparsenet__"] = np.array(json.dumps(graph).encode())
+    return apply
+
+
+def _fortran_conv_weight(arrays):
+    """conv1 (66 % dense: stored dense) in Fortran order."""
+    assert arrays["conv1.weight"].ndim == 4
+    arrays["conv1.weight"] = np.asfortranarray(arrays["conv1.weight"])
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda a: a.update({"fc1.weight.data": a["fc1.weight.data"].astype(">f4")}), "is not allowed"),
+    (lambda a: a.update({"fc1.weight.data": a["fc1.weight.data"].astype(np.float16)}), "is not allowed"),
+    (lambda a: a.update({"fc1.bias": a["fc1.bias"].astype(">f4")}), "is not allowed"),
+    (_fortran_conv_weight, "Fortran|is not allowed"),
+    (lambda a: a.update({"__sparsenet__": np.array(a["__sparsenet__"][()].decode())}), "is not allowed"),
+    (_graph_edit(lambda g: g.update(version=1.0)), "format version"),
+    (_graph_edit(lambda g: g.update(version=True)), "format version"),
+    (_graph_edit(lambda g: g.update(input_shape=[1, True, 28])), "input_shape"),
+    (lambda a: a.update({"__sparsenet__": np.array(a["__sparsenet__"][()].replace(b'"version":1,',
+                                                                                 b'"version":1,"version":1,'))}),
+     "duplicate key"),
+    (lambda a: a.update({"__sparsenet__": np.array(a["__sparsenet__"][()] + b"\x00junk")}), "JSON"),
+])
+def test_both_loaders_refuse_the_same_hand_made_files(tmp_path, lenet5, edit, match):
+    """docs/cpp.md promises that the C++ loader checks files as Python does:
+    dtypes other than little-endian float32/64 and integers, Fortran order,
+    a unicode graph, a version or input_shape of the wrong JSON type, duplicate
+    keys (Python kept the last, C++ the first) and text after a NUL in the
+    graph are refused by both (each was accepted by one of them)."""
+    lenet5.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    edit(arrays)
+    path = tmp_path / "edited.npz"
+    path.write_bytes(_npz_bytes(arrays))
+    with pytest.raises(sparsenet.FormatError, match=match):
+        sparsenet.Model.load(path)
+    with pytest.raises(sparsenet.FormatError, match=match):
+        _core.load_model(str(path))

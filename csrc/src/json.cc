@@ -1,6 +1,8 @@
 #include "json.h"
 
 #include <cstdlib>
+#include <string>
+#include <unordered_set>
 
 #include "sparsenet/errors.h"
 
@@ -40,6 +42,7 @@ class Parser {
     const char c = s_[p_];
     if (c == '{') {
       v.type = Json::Type::kObject;
+      std::unordered_set<std::string> keys;
       ++p_;
       skip();
       if (p_ < s_.size() && s_[p_] == '}') return ++p_, v;
@@ -47,6 +50,7 @@ class Parser {
         skip();
         if (p_ >= s_.size() || s_[p_] != '"') fail("expected a key");
         std::string key = str();
+        if (!keys.insert(key).second) fail("duplicate key \"" + key + "\"");  // as Python's loader
         skip();
         if (p_ >= s_.size() || s_[p_] != ':') fail("expected ':'");
         ++p_;

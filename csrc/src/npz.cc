@@ -65,8 +65,8 @@ std::vector<int64_t> NpyArray::to_int64() const {
 
 std::string NpyArray::to_string() const {
   std::string s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  const size_t end = s.find('\0');  // numpy pads and strips trailing NULs
-  return end == std::string::npos ? s : s.substr(0, end);
+  const size_t end = s.find_last_not_of('\0');  // numpy pads with NULs and strips them at the end only
+  return end == std::string::npos ? std::string() : s.substr(0, end + 1);
 }
 
 NpyArray parse_npy(const uint8_t* data, size_t size, const std::string& where) {

@@ -38,6 +38,17 @@ _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, N
                 tokenize.TokenError, SyntaxError)
 
 
+def _cpp_readable(dtype: np.dtype, shape: tuple, fortran: bool) -> bool:
+    """What csrc/src/npz.cc accepts, so both loaders read the same files."""
+    if dtype.byteorder == ">" or (fortran and len(shape) > 1):
+        return False
+    if dtype.kind == "f":
+        return dtype.itemsize in (4, 8)
+    if dtype.kind in "iu":
+        return dtype.itemsize in (1, 2, 4, 8)
+    return dtype.kind == "S"
+
+
 class NpzArchive:
     """Read-only access to the arrays of an ``.npz`` file, one key at a time."""
 
@@ -72,9 +83,12 @@ class NpzArchive:
     def __contains__(self, key: str) -> bool:
         return key in self._members
 
-    def read(self, key: str, kinds: Iterable[str] = "fiu", context: str = "", limit: int | None = None) -> np.ndarray:
+    def read(self, key: str, kinds: Iterable[str] = "fiu", context: str = "", limit: int | None = None,
+             strict: bool = False) -> np.ndarray:
         """Return the array under ``key``; ``kinds`` are the accepted dtype kinds,
-        ``limit`` an optional cap on this member's size in bytes."""
+        ``limit`` an optional cap on this member's size in bytes. ``strict``
+        accepts what the C++ loader reads (sparsenet's own files): little-endian
+        float32/64 and 8-64-bit integers, byte strings, C order."""
         where = f"{self.path}: {context + ' ' if context else ''}key '{key}'"
         info = self._members.get(key)
         if info is None:
@@ -105,6 +119,10 @@ class NpzArchive:
                 if dtype.hasobject or dtype.fields is not None or dtype.kind not in kinds:
                     raise FormatError(f"{where}: dtype {dtype} is not allowed here (object arrays and pickles "
                                       f"are refused; expected kinds {''.join(kinds)!r})")
+                if strict and not _cpp_readable(dtype, shape, fortran):
+                    raise FormatError(f"{where}: dtype {dtype.str}{' in Fortran order' if fortran else ''} is not "
+                                      "allowed in a sparsenet file (little-endian float32/float64, integers, "
+                                      "byte strings; C order)")
                 if any(d < 0 for d in shape):
                     raise FormatError(f"{where}: negative dimension in shape {shape}")
                 nbytes = prod(shape) * dtype.itemsize

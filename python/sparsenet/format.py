@@ -126,15 +126,15 @@ def _read_weighted(archive: NpzArchive, entry: dict, name: str, where: str) -> t
     context = f"{entry['kind']} layer '{name}'"
     if storage == "csr":
         key = f"{name}.weight"
-        data = archive.read(f"{key}.data", "f", context)
-        indices = archive.read(f"{key}.indices", "iu", context)
-        indptr = archive.read(f"{key}.indptr", "iu", context)
+        data = archive.read(f"{key}.data", "f", context, strict=True)
+        indices = archive.read(f"{key}.indices", "iu", context, strict=True)
+        indptr = archive.read(f"{key}.indptr", "iu", context, strict=True)
         for part, array in (("data", data), ("indices", indices), ("indptr", indptr)):
             if array.ndim != 1:
                 raise FormatError(f"{archive.path}: {context} key '{key}.{part}': expected 1-D, got shape {array.shape}")
         weight = SparseWeight(shape, indptr, indices, data, f"{context} key '{key}'")
     elif storage == "dense":
-        dense = archive.read(f"{name}.weight", "f", context)
+        dense = archive.read(f"{name}.weight", "f", context, strict=True)
         if dense.shape != shape:
             raise FormatError(f"{archive.path}: {context} key '{name}.weight': array shape {dense.shape} "
                               f"differs from the declared {shape}")
@@ -143,20 +143,29 @@ def _read_weighted(archive: NpzArchive, entry: dict, name: str, where: str) -> t
         raise FormatError(f"{where}: unknown weight storage {storage!r} (expected 'csr' or 'dense')")
     bias = None
     if _field(entry, "bias", bool, where):
-        bias = archive.read(f"{name}.bias", "f", context)
+        bias = archive.read(f"{name}.bias", "f", context, strict=True)
         if bias.shape != (shape[0],):
             raise FormatError(f"{archive.path}: {context} key '{name}.bias': shape {bias.shape}, expected ({shape[0]},) "
                               f"for weight {shape}")
     return weight, bias
 
 
+def _unique_keys(pairs: list) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise ValueError(f'duplicate key "{duplicate}"')  # reported as invalid JSON, as by the C++ loader
+    return dict(pairs)
+
+
 def _load_native(archive: NpzArchive, backend: str) -> Model:
-    raw = archive.read(GRAPH_KEY, "SU", limit=_MAX_GRAPH_BYTES)
+    raw = archive.read(GRAPH_KEY, "S", limit=_MAX_GRAPH_BYTES, strict=True)
     if raw.shape != ():
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' must be one string, got shape {raw.shape}")
     try:
         text = raw[()]
-        graph = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text))
+        graph = json.loads(text.decode("utf-8") if isinstance(text, bytes) else str(text),
+                           object_pairs_hook=_unique_keys)
     except ValueError as exc:
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not valid JSON: {exc}") from None
     except RecursionError:  # as the C++ loader, which stops at depth 64
@@ -164,7 +173,7 @@ def _load_native(archive: NpzArchive, backend: str) -> Model:
     if not isinstance(graph, dict) or graph.get("format") != "sparsenet":
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not a sparsenet graph")
     version = graph.get("version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # not 1.0 or true, as the C++ loader
         raise FormatError(f"{archive.path}: format version {version!r} is not supported "
                           f"(this sparsenet reads version {FORMAT_VERSION})")
     entries = graph.get("layers")
@@ -186,7 +195,7 @@ def _load_native(archive: NpzArchive, backend: str) -> Model:
             raise FormatError(f"{where}: malformed layer description: {exc!r}") from None
     input_shape = graph.get("input_shape")
     if input_shape is not None and (not isinstance(input_shape, list)
-                                    or not all(isinstance(d, int) and 0 < d < 2**31 for d in input_shape)):
+                                    or not all(type(d) is int and 0 < d < 2**31 for d in input_shape)):
         raise FormatError(f"{archive.path}: input_shape {input_shape!r} is not a list of positive ints")
     name = graph.get("name")
     check_dense_budget(archive, [layer.weight for layer in layers if isinstance(layer, _Weighted)], backend)
