@@ -431,7 +431,8 @@ def _edit_graph(arrays, edit):
     (lambda g: g["layers"][2].update(kind="avgpool2d", kernel_size=2, count_include_pad="no"), FormatError,
      r"layer 2 'flat': field 'count_include_pad' must be true or false"),
     (lambda g: g["layers"][2].update(kind="dropout", p="half"), FormatError,
-     r"layer 2 'flat': malformed layer description"),
+     r"layer 2 'flat': dropout p must be a number in \[0, 1\)"),
+    (lambda g: g["layers"][2].update(kind="dropout", p=-3), FormatError, r"dropout layer 'flat': p must be in \[0, 1\)"),
     (lambda g: g.update(input_shape=[3, 0, 6]), FormatError, r"input_shape \[3, 0, 6\] is not a list of positive ints"),
     (lambda g: g.update(input_shape="3x6x6"), FormatError, r"input_shape '3x6x6' is not a list of positive ints"),
     (lambda g: g.update(input_shape=[4, 6, 6]), ShapeError, r"conv2d layer 'conv': expects a feature map of 3 channels"),
@@ -497,7 +498,7 @@ def test_broken_csr_in_a_file_names_layer_and_key(tmp_path, saved):
     cases = [
         ({"fc.weight.indptr": decreasing.astype(arrays["fc.weight.indptr"].dtype)},
          r"linear layer 'fc' key 'fc.weight': indptr decreases at row 3"),
-        ({"fc.weight.data": arrays["fc.weight.data"][:-1]},
+        ({"fc.weight.indices": arrays["fc.weight.indices"][:-1]},
          r"linear layer 'fc' key 'fc.weight': indices has \d+ entries but data has \d+"),
         ({"conv.weight.indices": np.full_like(arrays["conv.weight.indices"], 27)},
          r"conv2d layer 'conv' key 'conv.weight': column index 27 at position 0 is out of range \[0, 27\)"),

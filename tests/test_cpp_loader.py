@@ -185,6 +185,8 @@ def _fortran_conv_weight(arrays):
                                                                                  b'"version":1,"version":1,'))}),
      "duplicate key"),
     (lambda a: a.update({"__sparsenet__": np.array(a["__sparsenet__"][()] + b"\x00junk")}), "JSON"),
+    (_graph_edit(lambda g: g["layers"][5]["weight"].update(nnz=7)), r"layer 5 'fc1': weight nnz 7 differs"),
+    (_graph_edit(lambda g: g["layers"].insert(1, {"name": "drop", "kind": "dropout", "p": 7})), "dropout"),
 ])
 def test_both_loaders_refuse_the_same_hand_made_files(tmp_path, lenet5, edit, match):
     """docs/cpp.md promises that the C++ loader checks files as Python does:

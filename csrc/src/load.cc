@@ -101,6 +101,12 @@ Weights read_weights(NpzReader& npz, const Json& entry, const std::string& kind,
       if (part.second->shape.size() != 1)
         throw FormatError(npz.label() + ": " + context + " key '" + key + "." + part.first +
                           "': expected 1-D, got shape " + shape_to_string(part.second->shape));
+    if (const Json* nnz = meta.find("nnz"))  // optional; when given, the data's length
+      if (nnz->type != Json::Type::kNumber || !nnz->integral || nnz->integer < 0 ||
+          static_cast<uint64_t>(nnz->integer) != data.shape[0])
+        throw FormatError(where + ": weight nnz " + (nnz->type == Json::Type::kNumber && nnz->integral
+                                                         ? std::to_string(nnz->integer) : std::string("(not an int)")) +
+                          " differs from the " + std::to_string(data.shape[0]) + " values in '" + key + ".data'");
     const std::vector<float> values = data.to_float();
     const std::vector<int64_t> col = indices.to_int64();
     const std::vector<int64_t> ptr = indptr.to_int64();
@@ -171,7 +177,12 @@ std::shared_ptr<const Layer> build_layer(NpzReader& npz, const Json& entry, cons
   if (kind == "relu") return std::make_shared<ReLU>(name);
   if (kind == "flatten") return std::make_shared<Flatten>(name);
   if (kind == "softmax") return std::make_shared<Softmax>(name);
-  if (kind == "dropout") return std::make_shared<Dropout>(name);
+  if (kind == "dropout") {
+    if (const Json* p = entry.find("p"))  // kept for the record only, but checked as Python does
+      if (p->type != Json::Type::kNumber || !(p->number >= 0.0 && p->number < 1.0))
+        throw FormatError(where + ": dropout p must be a number in [0, 1)");
+    return std::make_shared<Dropout>(name);
+  }
   throw FormatError(where + ": unknown layer kind '" + kind +
                     "' (known: linear, conv2d, maxpool2d, avgpool2d, relu, flatten, softmax, dropout)");
 }

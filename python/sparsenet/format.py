@@ -132,13 +132,17 @@ def _read_weighted(archive: NpzArchive, entry: dict, name: str, where: str) -> t
         for part, array in (("data", data), ("indices", indices), ("indptr", indptr)):
             if array.ndim != 1:
                 raise FormatError(f"{archive.path}: {context} key '{key}.{part}': expected 1-D, got shape {array.shape}")
-        weight = SparseWeight(shape, indptr, indices, data, f"{context} key '{key}'")
+        nnz = meta.get("nnz", data.shape[0])  # optional; when given, the data's length
+        if type(nnz) is not int or nnz != data.shape[0]:
+            shown = nnz if type(nnz) is int else "(not an int)"
+            raise FormatError(f"{where}: weight nnz {shown} differs from the {data.shape[0]} values in '{key}.data'")
+        weight = SparseWeight(shape, indptr, indices, data, f"{archive.path}: {context} key '{key}'")
     elif storage == "dense":
         dense = archive.read(f"{name}.weight", "f", context, strict=True)
         if dense.shape != shape:
             raise FormatError(f"{archive.path}: {context} key '{name}.weight': array shape {dense.shape} "
                               f"differs from the declared {shape}")
-        weight = SparseWeight.from_dense(dense, f"{context} key '{name}.weight'")
+        weight = SparseWeight.from_dense(dense, f"{archive.path}: {context} key '{name}.weight'")
     else:
         raise FormatError(f"{where}: unknown weight storage {storage!r} (expected 'csr' or 'dense')")
     bias = None
@@ -220,7 +224,10 @@ def _build_layer(archive: NpzArchive, entry: dict, kind: str, name: str, where: 
             return MaxPool2d(**args)
         return AvgPool2d(**args, count_include_pad=_bool_field(entry, "count_include_pad", True, where))
     if kind == "dropout":
-        return Dropout(float(entry.get("p", 0.5)), name=name)
+        p = entry.get("p", 0.5)
+        if type(p) not in (int, float):
+            raise FormatError(f"{where}: dropout p must be a number in [0, 1)")
+        return Dropout(p, name=name)
     simple = {"relu": ReLU, "flatten": Flatten, "softmax": Softmax}
     if kind in simple:
         return simple[kind](name=name)

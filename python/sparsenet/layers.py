@@ -529,6 +529,8 @@ class Dropout(Layer):
     def __init__(self, p: float = 0.5, name: str | None = None):
         super().__init__(name)
         self.p = float(p)
+        if not 0.0 <= self.p < 1.0:
+            raise FormatError(f"dropout layer '{name}': p must be in [0, 1), got {p!r}")
 
     def config(self) -> dict:
         return {"p": self.p}
