@@ -32,6 +32,16 @@ def _npz_member_overhead(key: str) -> int:
     return 128 + 30 + name + 20 + 46 + name
 
 
+def _layer_label(kind: str, name: str | None) -> str:
+    """How messages name a layer: "conv2d layer 'c1'", or "unnamed conv2d layer"
+    for one built outside a Model (a Model names every layer)."""
+    return f"{kind} layer '{name}'" if name is not None else f"unnamed {kind} layer"
+
+
+def _key_label(kind: str, name: str | None, part: str) -> str:
+    return f"{kind} layer '{name}' key '{name}.{part}'" if name is not None else f"unnamed {kind} layer, {part}"
+
+
 def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
     def is_int(v: Any) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < 2**31
@@ -40,7 +50,7 @@ def _pair(value: Any, what: str, layer: str) -> tuple[int, int]:
         return int(value), int(value)
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
         return int(value[0]), int(value[1])
-    raise FormatError(f"layer '{layer}': {what} must be an int or a pair of ints in [0, 2^31), got {value!r}")
+    raise FormatError(f"{layer}: {what} must be an int or a pair of ints in [0, 2^31), got {value!r}")
 
 
 class SparseWeight:
@@ -272,7 +282,7 @@ class _Weighted(Layer):
 
     def __init__(self, weight: Any, bias: Any, name: str | None, shape_hint: Sequence[int] | None):
         super().__init__(name)
-        context = f"{self.kind} layer '{name}' key '{name}.weight'"
+        context = _key_label(self.kind, name, "weight")
         self._weight: SparseWeight | None = SparseWeight.coerce(weight, shape_hint, context)
         self._weight_ref: weakref.ref | None = None
         self._core: Any = None
@@ -283,10 +293,10 @@ class _Weighted(Layer):
         else:
             bias = np.asarray(bias)
             if bias.dtype.kind != "f" or bias.shape != (self._weight.rows,):
-                raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias {bias.dtype} {bias.shape} must be "
+                raise WeightError(f"{_key_label(self.kind, name, 'bias')}: bias {bias.dtype} {bias.shape} must be "
                                   f"float of shape ({self._weight.rows},) for weight {self._weight.shape}")
             if not np.isfinite(bias).all():
-                raise WeightError(f"{self.kind} layer '{name}' key '{name}.bias': bias contains NaN or Inf")
+                raise WeightError(f"{_key_label(self.kind, name, 'bias')}: bias contains NaN or Inf")
             self.bias = np.array(bias, dtype=np.float32, order="C")  # ours: read-only once built
 
     @property
@@ -362,7 +372,7 @@ class _Weighted(Layer):
     def _rename(self, name: str) -> None:
         object.__setattr__(self, "name", name)
         if self._weight is not None:
-            self._weight.context = f"{self.kind} layer '{name}' key '{name}.weight'"
+            self._weight.context = _key_label(self.kind, name, "weight")
 
 
 class Linear(_Weighted):
@@ -373,7 +383,7 @@ class Linear(_Weighted):
     def __init__(self, weight: Any, bias: Any = None, name: str | None = None):
         super().__init__(weight, bias, name, None)
         if len(self._shape) != 2:
-            raise WeightError(f"linear layer '{name}': weight must be 2-D (out, in), got {self._shape}")
+            raise WeightError(f"{_layer_label('linear', name)}: weight must be 2-D (out, in), got {self._shape}")
 
     @property
     def in_features(self) -> int:
@@ -409,30 +419,30 @@ class Conv2d(_Weighted):
                  same_padding: bool = False):
         shape_hint = None
         if kernel_size is not None and not isinstance(weight, SparseWeight):
-            kh, kw = _pair(kernel_size, "kernel_size", str(name))
+            kh, kw = _pair(kernel_size, "kernel_size", _layer_label(self.kind, name))
             rows = weight.shape[0]
             cols = int(np.prod(weight.shape[1:]))
             if cols % (kh * kw):
-                raise WeightError(f"conv2d layer '{name}': weight {weight.shape} does not fit kernel {kh}x{kw}")
+                raise WeightError(f"{_layer_label('conv2d', name)}: weight {weight.shape} does not fit kernel {kh}x{kw}")
             shape_hint = (rows, in_channels or cols // (kh * kw), kh, kw)
         super().__init__(weight, bias, name, shape_hint)
         if len(self._shape) != 4:
-            raise WeightError(f"conv2d layer '{name}': weight must be 4-D (O, I, kh, kw), got {self._shape}; "
+            raise WeightError(f"{_layer_label('conv2d', name)}: weight must be 4-D (O, I, kh, kw), got {self._shape}; "
                               "pass kernel_size for a 2-D sparse weight")
-        self.stride = _pair(stride, "stride", str(name))
+        self.stride = _pair(stride, "stride", _layer_label(self.kind, name))
         kh, kw = self._shape[2:]
         if isinstance(padding, str):
             if padding == "valid":
                 padding = 0
             elif padding == "same":
                 if self.stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
-                    raise FormatError(f"conv2d layer '{name}': padding='same' needs stride 1 and an odd kernel")
+                    raise FormatError(f"{_layer_label('conv2d', name)}: padding='same' needs stride 1 and an odd kernel")
                 padding = (kh // 2, kw // 2)
             else:
-                raise FormatError(f"conv2d layer '{name}': padding must be an int, a pair, 'same' or 'valid'")
-        self.padding = _pair(padding, "padding", str(name))
+                raise FormatError(f"{_layer_label('conv2d', name)}: padding must be an int, a pair, 'same' or 'valid'")
+        self.padding = _pair(padding, "padding", _layer_label(self.kind, name))
         if min(self.stride) < 1 or min(self.padding) < 0:
-            raise FormatError(f"conv2d layer '{name}': stride must be >= 1 and padding >= 0")
+            raise FormatError(f"{_layer_label('conv2d', name)}: stride must be >= 1 and padding >= 0")
         self.same_padding = bool(same_padding)
 
     @property
@@ -464,9 +474,9 @@ class _Pool2d(Layer):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  name: str | None = None, same_padding: bool = False):
         super().__init__(name)
-        self.kernel_size = _pair(kernel_size, "kernel_size", str(name))
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", str(name))
-        self.padding = _pair(padding, "padding", str(name))
+        self.kernel_size = _pair(kernel_size, "kernel_size", _layer_label(self.kind, name))
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", _layer_label(self.kind, name))
+        self.padding = _pair(padding, "padding", _layer_label(self.kind, name))
         self.ceil_mode = bool(ceil_mode)
         self.same_padding = bool(same_padding)  # as for Conv2d
 
@@ -530,7 +540,7 @@ class Dropout(Layer):
         super().__init__(name)
         self.p = float(p)
         if not 0.0 <= self.p < 1.0:
-            raise FormatError(f"dropout layer '{name}': p must be in [0, 1), got {p!r}")
+            raise FormatError(f"{_layer_label('dropout', name)}: p must be in [0, 1), got {p!r}")
 
     def config(self) -> dict:
         return {"p": self.p}
