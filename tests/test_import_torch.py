@@ -154,3 +154,42 @@ def test_float64_module_is_refused_with_a_hint():
     net = make_net("lenet5").double()
     with pytest.raises(FormatError, match=r"its parameters are torch.float64: convert it with module.float\(\)"):
         Model.from_torch(net, example("lenet5"))
+
+
+@pytest.mark.parametrize("head", ["method", "function", "keepdim"])
+def test_spatial_mean_and_no_op_methods(head):
+    """x.mean((2, 3)) (global average pooling, as torchvision-style heads write
+    it) becomes AvgPool2d + Flatten; .float(), .detach(), .contiguous() on
+    float32 activations are no-ops."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x.float())).detach().contiguous()
+            if head == "method":
+                x = x.mean((2, 3))
+            elif head == "function":
+                x = torch.mean(x, dim=(-2, -1))
+            else:
+                x = x.mean(dim=[2, 3], keepdim=True).flatten(1)
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(2, 3, 6, 6)
+    model = Model.from_torch(net, x)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model(x.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_mean_over_channels_is_refused():
+    class Net(nn.Module):
+        def forward(self, x):
+            return x.mean(1)
+
+    with pytest.raises(FormatError, match=r"mean over dims 1 of a 4-D tensor"):
+        Model.from_torch(Net(), torch.zeros(1, 3, 4, 4))

@@ -842,3 +842,11 @@ def test_model_indexing_and_reprs():
     assert repr(model["conv1"].weight) == "SparseWeight(shape=(20, 1, 5, 5), nnz=330, density=66.00%)"
     # prune's threshold rules take layer.weight as it comes
     assert sparsenet.prune.prune_by_std(model["conv1"].weight, 1.0).shape == (20, 1, 5, 5)
+
+
+def test_summary_shows_what_auto_chose():
+    model = sparsenet.models.lenet5(seed=1)
+    assert "auto (not run yet)" in model.summary()
+    model(np.zeros((1, 1, 28, 28), np.float32))
+    summary = model.summary()
+    assert "auto (not run yet)" not in summary and "auto: " in summary

@@ -97,8 +97,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         set_num_threads(args.threads)
     path = args.model or data_path(DEMO_MODEL)
     data = args.data or data_path(DEMO_SAMPLE)
-    sparse = Model.load(path, backend="sparse")
-    dense = Model.load(path, backend="dense")
+    sparse = Model.load(path, backend="sparse", arch=args.arch)
+    dense = Model.load(path, backend="dense", arch=args.arch)
     images, labels = load_mnist(data, "test")
     info = kernel_info()
     weights = sum(int(np.prod(layer.shape)) for layer in sparse.layers if isinstance(layer, _Weighted))
@@ -259,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     demo = sub.add_parser("demo", help="classify MNIST digits with the shipped pruned LeNet-5 on both backends")
     demo.add_argument("--model", help="a sparsenet .npz file (default: the shipped pruned LeNet-5)")
+    demo.add_argument("--arch", help="architecture for weights exported by other tools (with --model)")
     demo.add_argument("--data", help="a directory of MNIST-format IDX files whose test split to classify "
                                      "(default: the shipped 1,000-image sample)")
     demo.add_argument("--threads", type=_positive_int,

@@ -16,6 +16,14 @@ BACKENDS = ("auto", "sparse", "dense")
 DEVICES = ("cpu", "cuda")
 
 
+def _backend_label(layer: Layer) -> str:
+    """The summary's backend column: for auto, what it chose so far."""
+    if layer.backend != "auto" or not isinstance(layer, _Weighted):
+        return layer.backend or "-"
+    chosen = sorted(set(layer.choices.values()))
+    return f"auto: {', '.join(chosen)}" if chosen else "auto (not run yet)"
+
+
 def _static_chain_check(layers: Sequence[Layer]) -> None:
     """Check what can be checked without an input shape: channel and feature
     counts between consecutive weighted layers."""
@@ -177,7 +185,7 @@ class Model:
                 layer.storage if weighted else "-",
                 _human_bytes(layer.stored_bytes) if weighted else "-",
                 _human_bytes(layer.dense_bytes) if weighted else "-",
-                layer.backend or "-",
+                _backend_label(layer),
             ))
         stored = sum(layer.stored_bytes for layer in self.layers)
         dense = sum(layer.dense_bytes for layer in self.layers)

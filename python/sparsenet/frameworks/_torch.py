@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from math import prod
 from typing import Any, Iterable, Sequence
@@ -72,7 +73,8 @@ def load_state_dict(source: Any) -> dict[str, Any]:
         try:
             state = torch.load(where, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours its message
+            first_line = text.splitlines()[0] if text else type(exc).__name__
             raise FormatError(f"{where}: torch.load(weights_only=True) refused it ({first_line}); a whole module "
                               "saved with torch.save(model) cannot be read safely: save model.state_dict() "
                               "instead") from None
@@ -200,6 +202,18 @@ class _Converter:
         if len(in_shape) != 2:
             self.add(Flatten(name=self.name(node)))
 
+    def spatial_mean(self, node: Any, dim: Any, keepdim: bool, in_shape: Sequence[int]) -> None:
+        """x.mean((2, 3)): a global average pool (then a flatten unless keepdim)."""
+        dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+        if len(in_shape) != 4 or sorted(int(d) % 4 for d in dims if d is not None) != [2, 3]:
+            raise FormatError(f"torch node '{node.name}': mean over dims {dim} of a {len(in_shape)}-D tensor; "
+                              "sparsenet reads the mean over the spatial dims (2, 3) of an (N, C, H, W) map")
+        name = self.name(node)
+        if tuple(in_shape[2:]) != (1, 1):
+            self.add(AvgPool2d(tuple(in_shape[2:]), name=name))
+        if not keepdim:
+            self.add(Flatten(name=unique_name(f"{name}.flatten", self.names)))
+
     def softmax(self, node: Any, dim: Any, in_shape: Sequence[int]) -> None:
         if len(in_shape) != 2 or dim not in (1, -1):
             raise FormatError(f"torch node '{node.name}': softmax over dim {dim} of a {len(in_shape)}-D tensor; "
@@ -253,7 +267,11 @@ class _Converter:
             elif target == "softmax":
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
                 self.softmax(node, dim, in_shape)
-            elif target != "contiguous":
+            elif target == "mean":
+                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+                keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+                self.spatial_mean(node, dim, bool(keepdim), in_shape)
+            elif target not in ("contiguous", "detach", "float", "clone"):  # no-ops on float32 activations
                 raise FormatError(f"torch node '{node.name}': method .{target}() has no sparsenet equivalent")
             return
         if target in (torch.relu, torch.relu_, F.relu):
@@ -283,6 +301,8 @@ class _Converter:
             self.add(Dropout(kwargs.get("p", 0.5), name=self.name(node)))
         elif target in (F.softmax, torch.softmax):
             self.softmax(node, kwargs.get("dim"), in_shape)
+        elif target is torch.mean:
+            self.spatial_mean(node, kwargs.get("dim"), bool(kwargs.get("keepdim", False)), in_shape)
         else:
             raise FormatError(f"torch node '{node.name}': function {label} has no sparsenet equivalent")
 
