@@ -225,3 +225,14 @@ def test_reshape_is_a_flatten_only_when_it_keeps_the_batch(tmp_path, batch_dim, 
         with pytest.raises(FormatError, match=r"node 'reshape' \(Reshape\): reshape of a \(2, 2, 2\) sample to "
                                               rf"\[{target[0]}, {target[1]}\] is not a flatten"):
             Model.from_onnx(tmp_path / "r.onnx")
+
+
+@pytest.mark.parametrize("bias_shape", [(4,), (3, 4), (1, 4, 2, 1)])
+def test_conv_bias_add_of_the_wrong_shape_says_which_shape_fits(tmp_path, bias_shape):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Add", ["c", "b"], ["y"], name="bias")]
+    initializers = {"w": np.ones((4, 1, 3, 3), np.float32), "b": np.ones(bias_shape, np.float32)}
+    onnx.save(_graph(nodes, initializers, [1, 4, 4], "y"), str(tmp_path / "b.onnx"))
+    with pytest.raises(FormatError, match=r"node 'bias' \(Add\): adds a constant of shape .* expected shape "
+                                          r"\(4, 1, 1\) or \(1, 4, 1, 1\)"):
+        Model.from_onnx(tmp_path / "b.onnx")

@@ -206,9 +206,15 @@ class _Converter:
         rows = last.weight.rows
         c = self.constants[other[0]]
         shape = (1, rows) if isinstance(last, Linear) else (1, rows, 1, 1)
-        if c.size != rows or np.broadcast_shapes(c.shape, shape) != shape:
-            raise FormatError(f"{self.where(node)}: bias of shape {c.shape} is not one value per output "
-                              f"({rows}) of '{last.name}'")
+        try:
+            fits = c.size == rows and np.broadcast_shapes(c.shape, shape) == shape
+        except ValueError:  # shapes that do not broadcast at all
+            fits = False
+        if not fits:
+            expected = f"({rows},) or (1, {rows})" if isinstance(last, Linear) else \
+                f"({rows}, 1, 1) or (1, {rows}, 1, 1); a ({rows},) constant would broadcast over the width"
+            raise FormatError(f"{self.where(node)}: adds a constant of shape {c.shape}, not one value per output "
+                              f"of '{last.name}' ({rows}): expected shape {expected}")
         bias = c.reshape(-1).astype(np.float32)
         if isinstance(last, Linear):
             replaced: Layer = Linear(last.weight, bias, name=last.name)
