@@ -850,3 +850,14 @@ def test_summary_shows_what_auto_chose():
     model(np.zeros((1, 1, 28, 28), np.float32))
     summary = model.summary()
     assert "auto (not run yet)" not in summary and "auto: " in summary
+
+
+def test_auto_choices_are_keyed_by_input_size_and_batch_bucket(restore_threads):
+    """Conv2d's keys come back as (height, width, batch bucket). Two workers:
+    a batch of 3 runs layer by layer (fewer than two images per worker)."""
+    sparsenet.set_num_threads(2)
+    model = sparsenet.models.lenet5(seed=1)
+    model(np.zeros((1, 1, 28, 28), np.float32))
+    model(np.zeros((3, 1, 28, 28), np.float32))
+    assert set(model["conv1"].choices) == {(28, 28, 1), (28, 28, 3)}
+    assert set(model["fc2"].choices) <= {1, 3}

@@ -332,8 +332,9 @@ class _Weighted(Layer):
     @property
     def choices(self) -> dict:
         """For backend "auto": what was measured fastest per input size so far,
-        "sparse", "dense" or (stride-1 convolutions) "dense-direct" or "dense-winograd"
-        (key: the batch bucket for Linear, a hash of map size and batch bucket for Conv2d)."""
+        "sparse", "dense" or (stride-1 convolutions) "dense-direct" or "dense-winograd".
+        Keys: the batch bucket for Linear, (height, width, batch bucket) for
+        Conv2d; the bucket is the batch size up to 8, then the next power of two."""
         return dict(self._core.choices) if self._core is not None else {}
 
     @property
@@ -448,6 +449,14 @@ class Conv2d(_Weighted):
     @property
     def in_channels(self) -> int:
         return self._shape[1]
+
+    @property
+    def choices(self) -> dict:
+        # The engine keys a choice by (height * R + width) * R + batch bucket
+        # (Conv2d::forward in layers.cc, R = 1000003): given back as a tuple.
+        radix = 1000003
+        return {(key // radix // radix, key // radix % radix, key % radix): choice
+                for key, choice in super().choices.items()}
 
     @property
     def out_channels(self) -> int:
