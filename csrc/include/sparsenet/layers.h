@@ -295,7 +295,7 @@ class Conv2d : public WeightedLayer {
  public:
   // same_padding: the padding is TensorFlow / ONNX 'SAME' (out = ceil(in /
   // stride)) resolved for one input size; output_shape() then refuses input
-  // sizes whose 'SAME' padding differs (see check_same_padding).
+  // sizes whose 'SAME' padding differs (ShapeError naming both paddings).
   Conv2d(std::string name, CsrMatrix weight, std::vector<float> bias, int64_t in_channels,
          int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w, int64_t pad_h,
          int64_t pad_w, Backend backend, bool same_padding = false);
