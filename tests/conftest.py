@@ -227,6 +227,8 @@ def reference_forward(layers: Sequence[sparsenet.Layer], x: np.ndarray) -> np.nd
         elif isinstance(layer, sparsenet.AvgPool2d):
             out = ref_pool2d(out, "avg", layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode,
                              layer.count_include_pad)
+        elif isinstance(layer, sparsenet.GlobalAvgPool2d):
+            out = out.mean(axis=(2, 3), keepdims=True)
         elif isinstance(layer, sparsenet.ReLU):
             out = ref_relu(out)
         elif isinstance(layer, sparsenet.Flatten):

@@ -236,3 +236,25 @@ def test_conv_bias_add_of_the_wrong_shape_says_which_shape_fits(tmp_path, bias_s
     with pytest.raises(FormatError, match=r"node 'bias' \(Add\): adds a constant of shape .* expected shape "
                                           r"\(4, 1, 1\) or \(1, 4, 1, 1\)"):
         Model.from_onnx(tmp_path / "b.onnx")
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "ReduceMean"])
+def test_global_average_runs_other_input_sizes(tmp_path, op):
+    """GlobalAveragePool / ReduceMean over (2, 3) average the whole map whatever
+    its size: imported for 8x8 from a graph with symbolic H and W, a 12x12
+    input matches onnxruntime (it once averaged only the top-left 8x8)."""
+    ort = pytest.importorskip("onnxruntime")
+    if op == "GlobalAveragePool":
+        nodes = [helper.make_node("GlobalAveragePool", ["x"], ["y"], name="gap")]
+        initializers = []
+    else:
+        nodes = [helper.make_node("ReduceMean", ["x", "axes"], ["y"], name="gap", keepdims=1)]
+        initializers = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "g.onnx"))
+    model = Model.from_onnx(tmp_path / "g.onnx", input_shape=(2, 8, 8))
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"))
+    for size in (8, 12, 3):
+        x = np.arange(2 * 2 * size * size, dtype=np.float32).reshape(2, 2, size, size)
+        np.testing.assert_allclose(model(x), session.run(None, {"x": x})[0], rtol=1e-6)

@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 import sparsenet  # noqa: E402
-from sparsenet import FormatError, Model  # noqa: E402
+from sparsenet import FormatError, Model, ShapeError  # noqa: E402
 from sparsenet.cli import main as cli_main  # noqa: E402
 from torch_nets import NETS, example, finalize, han_densities, make_net, relative_error, small_vgg  # noqa: E402
 
@@ -31,8 +31,9 @@ def test_pruned_module_matches_torch(name):
     weighted = [layer for layer in model.layers if isinstance(layer, (sparsenet.Conv2d, sparsenet.Linear))]
     for layer, density in zip(weighted, han_densities(name, net).values()):
         assert layer.density == pytest.approx(density, abs=0.01)
-    if name == "small_vgg":  # BatchNorm folded, identity adaptive pool dropped
-        assert not any(isinstance(layer, sparsenet.AvgPool2d) for layer in model.layers)
+    if name == "small_vgg":  # BatchNorm folded; the identity adaptive pool a 1x1 pool bound to its map size
+        (pool,) = [layer for layer in model.layers if isinstance(layer, sparsenet.AvgPool2d)]
+        assert pool.kernel_size == (1, 1) and pool.input_size == (4, 4)
         assert isinstance(model.layers[-1], sparsenet.Softmax)
     assert net.training is False
 
@@ -83,6 +84,10 @@ def test_adaptive_average_pool_and_functional_softmax():
     assert [layer.kind for layer in model.layers] == ["conv2d", "relu", "avgpool2d", "avgpool2d", "flatten",
                                                        "linear", "softmax"]
     assert relative_error(model(x.numpy()), torch_forward(net, x)) < 1e-4
+    # AdaptiveAvgPool2d(2) became a 2x2 pool for the traced 4x4 map: on another
+    # map size it would be another pool, so the model refuses it
+    with pytest.raises(ShapeError, match=r"avgpool2d layer 'pool': was resolved for \(4, 4\) maps at import"):
+        model(np.zeros((1, 2, 16, 16), np.float32))
 
 
 def test_adaptive_pool_that_is_not_an_even_pool_is_refused():
@@ -193,3 +198,29 @@ def test_mean_over_channels_is_refused():
 
     with pytest.raises(FormatError, match=r"mean over dims 1 of a 4-D tensor"):
         Model.from_torch(Net(), torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("head", ["mean", "adaptive"])
+def test_global_average_pooling_runs_other_input_sizes(head):
+    """x.mean((2, 3)) and AdaptiveAvgPool2d(1) average the whole map at any size:
+    imported at 8x8, a 12x12 input matches torch (they once became an 8x8
+    average pool that read the top-left corner of larger maps)."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = torch.relu(self.conv(x))
+            x = x.mean((2, 3)) if head == "mean" else torch.flatten(self.pool(x), 1)
+            return self.fc(x)
+
+    torch.manual_seed(1)
+    net = Net().eval()
+    model = Model.from_torch(net, torch.randn(1, 3, 8, 8))
+    for size in (8, 12, 5):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            np.testing.assert_allclose(model(x.numpy()), net(x).numpy(), rtol=1e-5, atol=1e-5)

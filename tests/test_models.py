@@ -861,3 +861,27 @@ def test_auto_choices_are_keyed_by_input_size_and_batch_bucket(restore_threads):
     model(np.zeros((3, 1, 28, 28), np.float32))
     assert set(model["conv1"].choices) == {(28, 28, 1), (28, 28, 3)}
     assert set(model["fc2"].choices) <= {1, 3}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_global_average_pool_runs_any_map_size(rng, restore_threads, tmp_path, backend, batch):
+    """GlobalAvgPool2d averages each whole map whatever its size (the importers'
+    x.mean((2, 3)), AdaptiveAvgPool2d(1), GlobalAveragePool): one model run at
+    several sizes against the NumPy reference, and through both loaders."""
+    conv = Conv2d(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), None, padding=1, name="conv")
+    fc = Linear(rng.standard_normal((4, 6)).astype(np.float32), np.zeros(4, np.float32), name="fc")
+    model = Model([conv, ReLU(), sparsenet.GlobalAvgPool2d(name="gap"), Flatten(), fc], backend=backend)
+    for threads in (1, 2):
+        sparsenet.set_num_threads(threads)
+        for size in [(5, 5), (8, 13), (1, 1), (30, 7)]:
+            x = rng.standard_normal((batch, 3, *size)).astype(np.float32)
+            np.testing.assert_allclose(model(x), reference_forward(model.layers, x), rtol=1e-5, atol=1e-5)
+    assert model.output_shape((3, 9, 4)) == (4,)
+    model.save(tmp_path / "gap.npz")
+    x = rng.standard_normal((batch, 3, 11, 6)).astype(np.float32)
+    expected = reference_forward(model.layers, x)
+    np.testing.assert_allclose(Model.load(tmp_path / "gap.npz", backend=backend)(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sparsenet._core.load_model(str(tmp_path / "gap.npz"), backend).forward(x), expected,
+                               rtol=1e-5, atol=1e-5)
+    assert "globalavgpool2d" in model.summary()

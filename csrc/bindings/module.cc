@@ -394,16 +394,25 @@ PYBIND11_MODULE(_core, m) {
   py::class_<Pool2d, Layer, std::shared_ptr<Pool2d>>(m, "Pool2d")
       .def(py::init([](const std::string& name, const std::string& mode, int64_t kh, int64_t kw,
                        int64_t sh, int64_t sw, int64_t ph, int64_t pw, bool ceil_mode,
-                       bool count_include_pad, bool same_padding) {
+                       bool count_include_pad, bool same_padding, std::pair<int64_t, int64_t> input_size) {
              if (mode != "max" && mode != "avg")
                throw FormatError("pool layer '" + name + "': mode must be 'max' or 'avg'");
              return std::make_shared<Pool2d>(name, mode == "max" ? PoolMode::kMax : PoolMode::kAverage,
                                              kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad,
-                                             same_padding);
+                                             same_padding, input_size.first, input_size.second);
            }),
            py::arg("name"), py::arg("mode"), py::arg("kernel_h"), py::arg("kernel_w"),
            py::arg("stride_h"), py::arg("stride_w"), py::arg("pad_h"), py::arg("pad_w"),
-           py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("same_padding") = false);
+           py::arg("ceil_mode"), py::arg("count_include_pad"), py::arg("same_padding") = false,
+           py::arg("input_size") = std::pair<int64_t, int64_t>{0, 0});
+
+  m.def("global_pool2d",
+        [](const std::string& name, const std::string& mode) {
+          if (mode != "max" && mode != "avg")
+            throw FormatError("pool layer '" + name + "': mode must be 'max' or 'avg'");
+          return Pool2d::global(name, mode == "max" ? PoolMode::kMax : PoolMode::kAverage);
+        },
+        py::arg("name"), py::arg("mode"), "A global pool: each whole (H, W) map to one value.");
 
   py::class_<ReLU, Layer, std::shared_ptr<ReLU>>(m, "ReLU").def(py::init<std::string>(), py::arg("name"));
   py::class_<Flatten, Layer, std::shared_ptr<Flatten>>(m, "Flatten").def(py::init<std::string>(), py::arg("name"));

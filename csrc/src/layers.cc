@@ -1178,7 +1178,7 @@ void Conv2d::forward_with(Choice choice, const TensorView& in, const MutableTens
 
 Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w,
                int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode,
-               bool count_include_pad, bool same_padding)
+               bool count_include_pad, bool same_padding, int64_t input_h, int64_t input_w)
     : Layer(std::move(name)),
       isa_(active_isa()),
       mode_(mode),
@@ -1190,12 +1190,33 @@ Pool2d::Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel
       pad_w_(pad_w),
       ceil_mode_(ceil_mode),
       count_include_pad_(count_include_pad),
-      same_padding_(same_padding) {
+      same_padding_(same_padding),
+      input_h_(input_h),
+      input_w_(input_w) {
+  if (input_h < 0 || input_w < 0 || (input_h > 0) != (input_w > 0) ||
+      !window_in_range({input_h, input_w}))
+    throw FormatError(describe("input_size must be two positive sizes below 2^31, or none"));
   if (kernel_h < 1 || kernel_w < 1 || stride_h < 1 || stride_w < 1 || pad_h < 0 || pad_w < 0 ||
       !window_in_range({kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w}))
     throw FormatError(describe("kernel size and stride must be >= 1 and padding >= 0, all below 2^31"));
   if (2 * pad_h > kernel_h || 2 * pad_w > kernel_w)
     throw FormatError(describe("padding must be at most half the kernel size"));
+}
+
+std::shared_ptr<Pool2d> Pool2d::global(std::string name, PoolMode mode) {
+  auto pool = std::make_shared<Pool2d>(std::move(name), mode, 1, 1, 1, 1, 0, 0, false, false);
+  pool->global_ = true;
+  return pool;
+}
+
+const char* Pool2d::kind() const {
+  if (global_) return mode_ == PoolMode::kMax ? "globalmaxpool2d" : "globalavgpool2d";
+  return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d";
+}
+
+Window2d Pool2d::window(const Shape& input) const {
+  if (global_) return {input[1], input[2], input[1], input[2], 0, 0};
+  return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_};
 }
 
 namespace {
@@ -1215,9 +1236,19 @@ Shape Pool2d::output_shape(const Shape& input) const {
         "expects a feature map (C, H, W) but its input has per-sample shape " + shape_to_string(input);
     throw ShapeError(describe(msg.c_str()));
   }
+  if (global_) {
+    if (input[1] < 1 || input[2] < 1) throw ShapeError(describe(("input " + shape_to_string(input) + " is empty").c_str()));
+    return {input[0], 1, 1};
+  }
   if (same_padding_) {
-    const std::string mismatch = same_padding_mismatch(input, window());
+    const std::string mismatch = same_padding_mismatch(input, window(input));
     if (!mismatch.empty()) throw ShapeError(describe(mismatch.c_str()));
+  }
+  if (input_h_ > 0 && (input[1] != input_h_ || input[2] != input_w_)) {
+    const std::string msg = "was resolved for " + dims(input_h_, input_w_) + " maps at import (an adaptive pool) " +
+                            "and cannot run input " + shape_to_string(input) +
+                            "; import the model again for this input size";
+    throw ShapeError(describe(msg.c_str()));
   }
   const int64_t oh = pooled_size(input[1], kernel_h_, stride_h_, pad_h_, ceil_mode_);
   const int64_t ow = pooled_size(input[2], kernel_w_, stride_w_, pad_w_, ceil_mode_);
@@ -1234,16 +1265,17 @@ void Pool2d::forward(const TensorView& in, const MutableTensorView& out,
   const int64_t h = in.shape[1], w = in.shape[2];
   const int64_t oh = out.shape[1], ow = out.shape[2];
   const size_t planes = static_cast<size_t>(in.batch * in.shape[0]);
+  const Window2d win = window(in.shape);
   const auto pool_plane = [&](size_t plane, size_t) {
     const float* src = in.data + plane * static_cast<size_t>(h * w);
     float* dst = out.data + plane * static_cast<size_t>(oh * ow);
     for (int64_t oy = 0; oy < oh; ++oy) {
-      const int64_t y0 = oy * stride_h_ - pad_h_;
-      const int64_t y1 = std::min(y0 + kernel_h_, h + pad_h_);
+      const int64_t y0 = oy * win.stride_h - win.pad_h;
+      const int64_t y1 = std::min(y0 + win.kernel_h, h + win.pad_h);
       const int64_t ys = std::max<int64_t>(y0, 0), ye = std::min(y1, h);
       for (int64_t ox = 0; ox < ow; ++ox) {
-        const int64_t x0 = ox * stride_w_ - pad_w_;
-        const int64_t x1 = std::min(x0 + kernel_w_, w + pad_w_);
+        const int64_t x0 = ox * win.stride_w - win.pad_w;
+        const int64_t x1 = std::min(x0 + win.kernel_w, w + win.pad_w);
         const int64_t xs = std::max<int64_t>(x0, 0), xe = std::min(x1, w);
         float result;
         if (mode_ == PoolMode::kMax) {
@@ -1265,8 +1297,8 @@ void Pool2d::forward(const TensorView& in, const MutableTensorView& out,
   // Every window inside the map (no padding, none cut short by ceil_mode), as
   // in LeNet's and VGG's pools: no clipping, the same visiting order, so the
   // same results as pool_plane; 2-5x faster on LeNet-5's first pool.
-  const int64_t kh = kernel_h_, kw = kernel_w_, sh = stride_h_, sw = stride_w_;
-  const bool inside = pad_h_ == 0 && pad_w_ == 0 && (oh - 1) * sh + kh <= h && (ow - 1) * sw + kw <= w;
+  const int64_t kh = win.kernel_h, kw = win.kernel_w, sh = win.stride_h, sw = win.stride_w;
+  const bool inside = win.pad_h == 0 && win.pad_w == 0 && (oh - 1) * sh + kh <= h && (ow - 1) * sw + kw <= w;
   const bool is_max = mode_ == PoolMode::kMax;
   const MaxPool2x2Kernel maxpool2x2 = kernel_table(isa_).maxpool2x2;
   const auto pool_plane_inside = [&](size_t plane, size_t) {
@@ -1289,7 +1321,7 @@ void Pool2d::forward(const TensorView& in, const MutableTensorView& out,
       }
     }
   };
-  const double work = static_cast<double>(planes * oh * ow * kernel_h_ * kernel_w_);
+  const double work = static_cast<double>(planes * oh * ow * kh * kw);
   const auto run_planes = [&](const auto& plane_fn) {
     if (ctx.pool && ctx.num_workers > 1 && work >= kMinParallelWork)
       ctx.pool->parallel_for(planes, plane_fn);

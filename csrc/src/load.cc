@@ -168,12 +168,15 @@ std::shared_ptr<const Layer> build_layer(NpzReader& npz, const Json& entry, cons
     const auto kernel = pair_field(entry, "kernel_size", where, {0, 0}, true);
     const auto stride = pair_field(entry, "stride", where, kernel);
     const auto padding = pair_field(entry, "padding", where, {0, 0});
+    const auto input_size = pair_field(entry, "input_size", where, {0, 0});
     return std::make_shared<Pool2d>(name, kind == "maxpool2d" ? PoolMode::kMax : PoolMode::kAverage,
                                     kernel.first, kernel.second, stride.first, stride.second,
                                     padding.first, padding.second, bool_field(entry, "ceil_mode", false, where),
                                     bool_field(entry, "count_include_pad", true, where),
-                                    bool_field(entry, "same_padding", false, where));
+                                    bool_field(entry, "same_padding", false, where), input_size.first,
+                                    input_size.second);
   }
+  if (kind == "globalavgpool2d") return Pool2d::global(name, PoolMode::kAverage);
   if (kind == "relu") return std::make_shared<ReLU>(name);
   if (kind == "flatten") return std::make_shared<Flatten>(name);
   if (kind == "softmax") return std::make_shared<Softmax>(name);
@@ -184,7 +187,8 @@ std::shared_ptr<const Layer> build_layer(NpzReader& npz, const Json& entry, cons
     return std::make_shared<Dropout>(name);
   }
   throw FormatError(where + ": unknown layer kind '" + kind +
-                    "' (known: linear, conv2d, maxpool2d, avgpool2d, relu, flatten, softmax, dropout)");
+                    "' (known: linear, conv2d, maxpool2d, avgpool2d, globalavgpool2d, relu, flatten, softmax, "
+                    "dropout)");
 }
 
 std::vector<uint8_t> read_file(const std::string& path) {

@@ -23,7 +23,8 @@ except ImportError as _exc:
     scipy_openblas32.get_openblas_config()
     from . import _core
 from .errors import FormatError, InputError, ModelError, ShapeError, WeightError
-from .layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight
+from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU, Softmax,
+                     SparseWeight)
 from .model import CudaModel, DeviceError, Model
 from . import datasets, models, prune
 
@@ -73,7 +74,7 @@ def cuda_available() -> bool:
 
 
 __all__ = [
-    "Model", "Layer", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "ReLU", "Flatten", "Softmax", "Dropout",
+    "Model", "Layer", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU", "Flatten", "Softmax", "Dropout",
     "SparseWeight", "models", "datasets", "prune", "set_num_threads", "get_num_threads", "kernel_info", "cuda_available",
     "ModelError", "ShapeError", "WeightError", "FormatError", "InputError", "CudaModel", "DeviceError",
 ]

@@ -16,8 +16,8 @@ import numpy as np
 from . import _core
 from ._npz import DEFAULT_MAX_BYTES, NpzArchive
 from .errors import FormatError, ModelError
-from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax, SparseWeight,
-                     _Weighted)
+from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU, Softmax,
+                     SparseWeight, _Weighted)
 from .model import BACKENDS, Model
 
 FORMAT_VERSION = 1
@@ -219,7 +219,8 @@ def _build_layer(archive: NpzArchive, entry: dict, kind: str, name: str, where: 
     if kind in ("maxpool2d", "avgpool2d"):
         args = dict(kernel_size=_field(entry, "kernel_size", (list, int), where), stride=entry.get("stride"),
                     padding=entry.get("padding", 0), ceil_mode=_bool_field(entry, "ceil_mode", False, where),
-                    same_padding=_bool_field(entry, "same_padding", False, where), name=name)
+                    same_padding=_bool_field(entry, "same_padding", False, where),
+                    input_size=entry.get("input_size"), name=name)
         if kind == "maxpool2d":
             return MaxPool2d(**args)
         return AvgPool2d(**args, count_include_pad=_bool_field(entry, "count_include_pad", True, where))
@@ -228,11 +229,11 @@ def _build_layer(archive: NpzArchive, entry: dict, kind: str, name: str, where: 
         if type(p) not in (int, float):
             raise FormatError(f"{where}: dropout p must be a number in [0, 1)")
         return Dropout(p, name=name)
-    simple = {"relu": ReLU, "flatten": Flatten, "softmax": Softmax}
+    simple = {"relu": ReLU, "flatten": Flatten, "softmax": Softmax, "globalavgpool2d": GlobalAvgPool2d}
     if kind in simple:
         return simple[kind](name=name)
-    raise FormatError(f"{where}: unknown layer kind {kind!r} (known: linear, conv2d, maxpool2d, avgpool2d, relu, "
-                      "flatten, softmax, dropout)")
+    raise FormatError(f"{where}: unknown layer kind {kind!r} (known: linear, conv2d, maxpool2d, avgpool2d, "
+                      "globalavgpool2d, relu, flatten, softmax, dropout)")
 
 
 def file_sizes(model: Model, directory: str | os.PathLike) -> dict[str, int]:

@@ -481,22 +481,28 @@ class _Pool2d(Layer):
     mode = "max"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 name: str | None = None, same_padding: bool = False):
+                 name: str | None = None, same_padding: bool = False, input_size: Any = None):
         super().__init__(name)
         self.kernel_size = _pair(kernel_size, "kernel_size", _layer_label(self.kind, name))
         self.stride = self.kernel_size if stride is None else _pair(stride, "stride", _layer_label(self.kind, name))
         self.padding = _pair(padding, "padding", _layer_label(self.kind, name))
         self.ceil_mode = bool(ceil_mode)
         self.same_padding = bool(same_padding)  # as for Conv2d
+        # The (H, W) the window was resolved for (an adaptive pool's import): other sizes raise ShapeError.
+        self.input_size = None if input_size is None else _pair(input_size, "input_size", _layer_label(self.kind, name))
 
     def config(self) -> dict:
         config = {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
                   "padding": list(self.padding), "ceil_mode": self.ceil_mode}
-        return {**config, "same_padding": True} if self.same_padding else config
+        if self.same_padding:
+            config["same_padding"] = True
+        if self.input_size is not None:
+            config["input_size"] = list(self.input_size)
+        return config
 
     def _build(self, backend: str) -> Any:
         return _core.Pool2d(self.name, self.mode, *self.kernel_size, *self.stride, *self.padding, self.ceil_mode,
-                            getattr(self, "count_include_pad", True), self.same_padding)
+                            getattr(self, "count_include_pad", True), self.same_padding, self.input_size or (0, 0))
 
 
 class MaxPool2d(_Pool2d):
@@ -509,12 +515,23 @@ class AvgPool2d(_Pool2d):
     mode = "avg"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, name: str | None = None, same_padding: bool = False):
-        super().__init__(kernel_size, stride, padding, ceil_mode, name, same_padding)
+                 count_include_pad: bool = True, name: str | None = None, same_padding: bool = False,
+                 input_size: Any = None):
+        super().__init__(kernel_size, stride, padding, ceil_mode, name, same_padding, input_size)
         self.count_include_pad = bool(count_include_pad)
 
     def config(self) -> dict:
         return {**super().config(), "count_include_pad": self.count_include_pad}
+
+
+class GlobalAvgPool2d(Layer):
+    """The mean of each whole feature map, whatever its size: (N, C, H, W) ->
+    (N, C, 1, 1), as ``nn.AdaptiveAvgPool2d(1)`` or ``x.mean((2, 3), keepdim=True)``."""
+
+    kind = "globalavgpool2d"
+
+    def _build(self, backend: str) -> Any:
+        return _core.global_pool2d(self.name, "avg")
 
 
 class ReLU(Layer):
@@ -558,4 +575,5 @@ class Dropout(Layer):
         return _core.Dropout(self.name)
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (Linear, Conv2d, MaxPool2d, AvgPool2d, ReLU, Flatten, Softmax, Dropout)}
+LAYER_KINDS = {cls.kind: cls for cls in (Linear, Conv2d, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, Flatten,
+                                         Softmax, Dropout)}

@@ -10,7 +10,7 @@ import numpy as np
 from . import _core
 from ._core import DeviceError
 from .errors import FormatError, InputError, ShapeError
-from .layers import Conv2d, Dropout, Flatten, Layer, Linear, _Pool2d, _Weighted
+from .layers import Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, _Pool2d, _Weighted
 
 BACKENDS = ("auto", "sparse", "dense")
 DEVICES = ("cpu", "cuda")
@@ -49,10 +49,10 @@ def _static_chain_check(layers: Sequence[Layer]) -> None:
         elif isinstance(layer, Flatten):
             if state is not None and state[0] == "map":
                 state = ("vec", None)
-        elif isinstance(layer, _Pool2d):
+        elif isinstance(layer, (_Pool2d, GlobalAvgPool2d)):
             if state is not None and state[0] == "vec":
                 raise ShapeError(f"{where} needs a (C, H, W) feature map but gets a feature vector{after}")
-        if isinstance(layer, (Conv2d, Linear, Flatten, _Pool2d)):  # the layer that shapes the data
+        if isinstance(layer, (Conv2d, Linear, Flatten, _Pool2d, GlobalAvgPool2d)):  # the layer that shapes the data
             previous = layer
 
 

@@ -372,18 +372,25 @@ enum class PoolMode { kMax, kAverage };
 
 // Max or average pooling over NCHW feature maps. Average pooling divides by the
 // full window (count_include_pad) or by the in-bounds part of it. same_padding
-// as for Conv2d.
+// as for Conv2d. A global pool (Pool2d::global) takes each whole map to one
+// value, whatever its size: (C, H, W) -> (C, 1, 1). input_h / input_w > 0:
+// the window was resolved for that map size (an adaptive pool imported for
+// one input size) and output_shape() refuses others with ShapeError.
 class Pool2d : public Layer {
  public:
   Pool2d(std::string name, PoolMode mode, int64_t kernel_h, int64_t kernel_w, int64_t stride_h,
          int64_t stride_w, int64_t pad_h, int64_t pad_w, bool ceil_mode, bool count_include_pad,
-         bool same_padding = false);
-  const char* kind() const override { return mode_ == PoolMode::kMax ? "maxpool2d" : "avgpool2d"; }
+         bool same_padding = false, int64_t input_h = 0, int64_t input_w = 0);
+  static std::shared_ptr<Pool2d> global(std::string name, PoolMode mode);
+  const char* kind() const override;
   PoolMode mode() const { return mode_; }
   Isa isa() const { return isa_; }  // of the 2x2 stride-2 max pooling kernel
-  Window2d window() const { return {kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_}; }
+  bool is_global() const { return global_; }
+  // The window over a (C, H, W) input: the one given, or H x W for a global pool.
+  Window2d window(const Shape& input) const;
   bool count_include_pad() const { return count_include_pad_; }
   bool same_padding() const { return same_padding_; }
+  std::pair<int64_t, int64_t> input_size() const { return {input_h_, input_w_}; }  // (0, 0): any
   Shape output_shape(const Shape& input) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
@@ -393,6 +400,8 @@ class Pool2d : public Layer {
   PoolMode mode_;
   int64_t kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   bool ceil_mode_, count_include_pad_, same_padding_;
+  int64_t input_h_, input_w_;
+  bool global_ = false;
 };
 
 class ReLU : public Layer {

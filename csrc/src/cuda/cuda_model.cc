@@ -337,7 +337,7 @@ void CudaModel::Impl::run_step(const Step& s, const float* in, const Shape& in_s
     }
     case Op::kPool: {
       const auto& pool = static_cast<const Pool2d&>(*s.layer);
-      const Window2d w = pool.window();
+      const Window2d w = pool.window(in_shape);
       const cuda::PoolShape ps{batch * in_shape[0], in_shape[1], in_shape[2], w.kernel_h, w.kernel_w,
                                w.stride_h, w.stride_w, w.pad_h, w.pad_w, out_shape[1], out_shape[2],
                                pool.mode() == PoolMode::kMax, pool.count_include_pad()};

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax
+from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU, Softmax
 from ..model import Model
 from ._common import fold_batchnorm, output_shape, require, same_padding, unique_name
 
@@ -246,8 +246,7 @@ class _Converter:
         shape = self.shape()
         if len(shape) != 3:
             raise FormatError(f"{self.where(node)}: needs a (C, H, W) map, gets {shape}")
-        if shape[1:] != (1, 1):
-            self.add(node, AvgPool2d(shape[1:], name=self.layer_name(node)))
+        self.add(node, GlobalAvgPool2d(name=self.layer_name(node)))  # any map size, not just this one
         if not keepdims:
             self.add(node, Flatten(name=unique_name(f"{node.name or node.output[0]}.flatten", self.names)))
 

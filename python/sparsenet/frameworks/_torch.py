@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax
+from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU, Softmax
 from ..model import Model
 from ._common import fold_batchnorm, require, unique_name
 
@@ -186,12 +186,15 @@ class _Converter:
         h, w = in_shape[-2:]
         size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
         oh, ow = (h if size[0] is None else size[0]), (w if size[1] is None else size[1])
-        if (oh, ow) == (h, w):
-            return  # the identity for this input size
+        if (size[0], size[1]) == (1, 1):
+            self.add(GlobalAvgPool2d(name=self.name(node)))  # any map size, not just the traced one
+            return
         if h % oh or w % ow:
             raise FormatError(f"{where}: output size {(oh, ow)} from a {h}x{w} map is not an even average pool; "
                               "sparsenet supports it only where it is the identity or a fixed pool")
-        self.add(AvgPool2d((h // oh, w // ow), name=self.name(node)))
+        # A fixed pool (1x1, the identity, where the map already has the output
+        # size) that refuses other map sizes, for which it would be another pool.
+        self.add(AvgPool2d((h // oh, w // ow), name=self.name(node), input_size=(h, w)))
 
     def flatten(self, node: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> None:
         if tuple(out_shape) == tuple(in_shape):
@@ -209,8 +212,7 @@ class _Converter:
             raise FormatError(f"torch node '{node.name}': mean over dims {dim} of a {len(in_shape)}-D tensor; "
                               "sparsenet reads the mean over the spatial dims (2, 3) of an (N, C, H, W) map")
         name = self.name(node)
-        if tuple(in_shape[2:]) != (1, 1):
-            self.add(AvgPool2d(tuple(in_shape[2:]), name=name))
+        self.add(GlobalAvgPool2d(name=name))
         if not keepdim:
             self.add(Flatten(name=unique_name(f"{name}.flatten", self.names)))
 
