@@ -179,3 +179,19 @@ def test_channels_first_model_with_dense_layers(tmp_path, flatten_format):
     assert model.input_shape == (2, 8, 8)
     x = np.random.default_rng(6).standard_normal((3, 2, 8, 8)).astype(np.float32)
     assert relative_error(model(x), np.asarray(net(x).detach().cpu())) < 1e-5
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pooling_at_any_input_size(tmp_path, keepdims):
+    """GlobalAveragePooling2D becomes GlobalAvgPool2d (+ Flatten unless keepdims):
+    a model with a free input size runs other sizes than the one imported."""
+    keras.utils.set_random_seed(7)
+    head = [L.GlobalAveragePooling2D(keepdims=keepdims)] + ([L.Flatten()] if keepdims else [])
+    net = keras.Sequential([keras.Input((None, None, 3)), L.Conv2D(4, 3, activation="relu"), *head, L.Dense(2)])
+    net.save(tmp_path / "gap.keras")
+    model = Model.from_keras(tmp_path / "gap.keras", input_shape=(3, 8, 8))
+    rng = np.random.default_rng(3)
+    for size in (8, 13):
+        x = rng.standard_normal((2, size, size, 3)).astype(np.float32)
+        expected = np.asarray(net(x).detach().cpu())
+        assert relative_error(model(x.transpose(0, 3, 1, 2)), expected) < 1e-5, size

@@ -21,15 +21,15 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..errors import FormatError
-from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Softmax
+from ..layers import AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU, Softmax
 from ..model import Model
 from ._common import output_shape, require, same_padding, unique_name
 
 # The layers whose data_format is the layout of the maps they read and write
 # (Flatten's says how it orders its output; the others have none).
-_MAP_LAYERS = ("Conv2D", "MaxPooling2D", "AveragePooling2D")
-SUPPORTED_LAYERS = ("InputLayer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "Flatten", "Dropout",
-                    "Activation", "ReLU", "Softmax")
+_MAP_LAYERS = ("Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D")
+SUPPORTED_LAYERS = ("InputLayer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+                    "Flatten", "Dropout", "Activation", "ReLU", "Softmax")
 _ACTIVATIONS = ("relu", "softmax", "linear")
 
 
@@ -264,6 +264,10 @@ class _Converter:
                 self.add(MaxPool2d(pool, stride, padding, name=name, same_padding=same))
             else:  # Keras averages over the valid cells only
                 self.add(AvgPool2d(pool, stride, padding, count_include_pad=False, name=name, same_padding=same))
+        elif kind == "GlobalAveragePooling2D":  # (N, C) unless keepdims; any map size
+            self.add(GlobalAvgPool2d(name=name))
+            if not cfg.get("keepdims", False):
+                self.add(Flatten(name=unique_name(f"{name}.flatten", self.names)))
         elif kind == "Flatten":
             shape = self.shape()
             if len(shape) == 3:
