@@ -88,6 +88,16 @@ def test_load_mnist_refuses_mismatched_pairs(tmp_path, rng):
         load_mnist(tmp_path, "validation")
     with pytest.raises(FileNotFoundError, match="no such directory"):
         load_mnist(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        load_mnist(tmp_path / "t10k-labels-idx1-ubyte")
+    for labels in (np.array([0, -1, 5, 3], np.int8), np.array([0.5, 3.9, 9.0, 1.0], np.float32)):
+        _mnist_dir(tmp_path, np.zeros((4, 28, 28), np.uint8), labels)
+        with pytest.raises(sparsenet.FormatError, match=f"expected uint8 labels, got {labels.dtype}"):
+            load_mnist(tmp_path, "test")
+    _mnist_dir(tmp_path, np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.uint8))
+    for limit in (-5, 10.5, True):
+        with pytest.raises(sparsenet.FormatError, match="limit must be an int >= 0"):
+            load_mnist(tmp_path, "test", limit=limit)
 
 
 def test_shipped_sample_is_the_head_of_the_mnist_test_set():

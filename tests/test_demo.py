@@ -62,6 +62,7 @@ def test_demo_on_bad_data_dir_fails_cleanly(tmp_path, capsys):
     (["demo", "--threads", "-3"], "argument --threads: expected a positive integer, got '-3'"),
     (["demo", "--threads", "0"], "argument --threads: expected a positive integer, got '0'"),
     (["bench", "--batch", "1", "x"], "argument --batch: expected a positive integer, got 'x'"),
+    (["bench", "--min-time", "-1"], "argument --min-time: expected a positive number, got '-1'"),
     (["convert", "a.onnx", "-o", "b.npz", "--input-shape", "abc"],
      "argument --input-shape: expected positive sizes separated by commas"),
 ])

@@ -533,3 +533,13 @@ def test_remove_dead_neurons_limits(rng):
     assert removed == {"fc1": 3, "fc2": 0}  # every layer keeps one neuron
     x = rng.standard_normal((5, 3)).astype(F32)
     np.testing.assert_array_equal(new(x), nothing_read(x))
+
+
+def test_amounts_must_be_numbers():
+    model = sparsenet.models.lenet_300_100(seed=1)
+    for amount in (None, "0.5", True):
+        with pytest.raises(WeightError, match="amount must be a number"):
+            sparsenet.prune.prune_model(model, amount)
+    weights = sparsenet.prune.model_weights(model)
+    with pytest.raises(WeightError, match="got a list; pass the weight as an array"):
+        sparsenet.prune.with_weights(model, {"fc1": list(weights["fc1"])})

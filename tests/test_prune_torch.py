@@ -162,3 +162,20 @@ def test_reproduce_smoke_on_the_shipped_sample(tmp_path, capsys):
     accuracy = sparsenet.datasets.accuracy(pruned, test.images, test.labels)
     assert abs((1 - accuracy) - results["pruned_error"]) < 1e-12
     assert "pruned error" in capsys.readouterr().out
+
+
+def test_bad_training_arguments_are_typed_errors():
+    """Pruner takes one layer name as a string; train refuses what it would
+    otherwise divide by zero on, truncate or hand to torch as an IndexError."""
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    assert list(Pruner(net, layers="1").layers) == ["1"]
+    images, labels = np.zeros((6, 1, 2, 2), np.float32), np.array([0, 1, 2, 0, 1, 2])
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for args, kwargs, match in [
+            ((images[:0], labels[:0]), {}, "no training images"),
+            ((images, labels), {"batch_size": 0}, "batch_size must be a positive int"),
+            ((images, labels + 5), {}, "label 7 is out of range for the module's 3 outputs"),
+            ((images, labels - 1), {}, "label -1 is negative"),
+            ((images, labels + 0.5), {}, "labels must be a 1-D array of class indices")]:
+        with pytest.raises(sparsenet.InputError, match=match):
+            train(net, *args, opt, epochs=1, progress=False, **kwargs)

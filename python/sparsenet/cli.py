@@ -59,7 +59,7 @@ def _bench_one(source: str, args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         sizes = file_sizes(sparse, tmp)
     print(f"file size: sparsenet {_human_bytes(sizes['sparsenet'])}, dense fp32 .npz {_human_bytes(sizes['dense'])} "
-          f"({sizes['dense'] / sizes['sparsenet']:.1f}x smaller)")
+          f"({_size_ratio(sizes)})")
     input_shape = sparse.input_shape or args.input_shape
     if input_shape is None:
         raise ModelError(f"{source}: the file records no input shape; pass --input-shape")
@@ -113,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         sizes = file_sizes(sparse, tmp)
     print(f"file size: sparsenet {_human_bytes(sizes['sparsenet'])}, dense fp32 .npz {_human_bytes(sizes['dense'])} "
-          f"({sizes['dense'] / sizes['sparsenet']:.1f}x smaller)")
+          f"({_size_ratio(sizes)})")
     print("median latency per forward pass:")
     for batch in (1, 64, len(images)):
         x = np.ascontiguousarray(images[:batch])
@@ -231,6 +231,22 @@ class _PrintAndExit(argparse.Action):
         parser.exit()
 
 
+def _size_ratio(sizes: dict) -> str:
+    """"7.6x smaller", or "2.3x larger" for a model too small or dense to gain."""
+    ratio = sizes["dense"] / sizes["sparsenet"]
+    return f"{ratio:.1f}x smaller" if ratio >= 1 else f"{1 / ratio:.1f}x larger"
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -264,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      "(default: the shipped 1,000-image sample)")
     demo.add_argument("--threads", type=_positive_int,
                       help="threads for sparse kernels and BLAS (default: all cores)")
-    demo.add_argument("--min-time", type=float, default=0.5, help="seconds to spend per measurement (default 0.5)")
+    demo.add_argument("--min-time", type=_positive_float, default=0.5, help="seconds to spend per measurement (default 0.5)")
     demo.add_argument("--max-runs", type=_positive_int, default=200, help="runs per measurement at most (default 200)")
     demo.set_defaults(func=cmd_demo)
 
@@ -286,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="threads for sparse kernels and BLAS (default: all cores)")
     bench.add_argument("--input-shape", type=_sample_shape,
                        help="one sample's shape, e.g. 1,28,28, for files that do not record it")
-    bench.add_argument("--min-time", type=float, default=1.0, help="seconds to spend per measurement (default 1)")
+    bench.add_argument("--min-time", type=_positive_float, default=1.0, help="seconds to spend per measurement (default 1)")
     bench.add_argument("--max-runs", type=_positive_int, default=200, help="runs per measurement at most (default 200)")
     bench.add_argument("--full", action="store_true", help="include VGG batches above 8")
     bench.set_defaults(func=cmd_bench)

@@ -1,4 +1,6 @@
-"""Readers for MNIST-format IDX files (MNIST, Fashion-MNIST, EMNIST, KMNIST).
+"""Readers for MNIST-format IDX files: ten classes of 28x28 uint8 images under
+MNIST's file names (MNIST, Fashion-MNIST, KMNIST). ``read_idx`` reads any IDX
+file (EMNIST's too; ``load_mnist`` does not take their names or 26-47 classes).
 
 Nothing is downloaded: name the directory that holds the four files, plain or
 gzipped, e.g. ``load_mnist("../shared/data/mnist")`` or Debian's
@@ -80,8 +82,11 @@ def load_mnist(directory: str | os.PathLike, split: str = "train", limit: int | 
     if split not in _FILES:
         raise FormatError(f"split must be 'train' or 'test', got {split!r}")
     directory = os.fspath(directory)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 0):
+        raise FormatError(f"limit must be an int >= 0 or None, got {limit!r}")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory}: no such directory (MNIST-format IDX files are expected there)")
+        what = "not a directory" if os.path.exists(directory) else "no such directory"
+        raise FileNotFoundError(f"{directory}: {what} (MNIST-format IDX files are expected there)")
     image_path, label_path = (_find(directory, stem) for stem in _FILES[split])
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -90,6 +95,8 @@ def load_mnist(directory: str | os.PathLike, split: str = "train", limit: int | 
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise FormatError(f"{label_path}: labels of shape {labels.shape} do not match {images.shape[0]} images "
                           f"in {image_path}")
+    if labels.dtype != np.uint8:
+        raise FormatError(f"{label_path}: expected uint8 labels, got {labels.dtype}")
     if labels.size and int(labels.max()) > 9:
         raise FormatError(f"{label_path}: label {int(labels.max())} outside 0..9")
     if limit is not None:

@@ -73,8 +73,8 @@ def load_model(path: str | os.PathLike, backend: str = "auto", arch: str | None 
             model = import_arch(archive, arch, backend, **options)
         else:
             raise FormatError(f"{archive.path}: no '{GRAPH_KEY}' graph, so this is not a sparsenet model file; "
-                              "to load weights exported by another tool pass arch= (lenet_300_100, lenet5, "
-                              "mnist_cnn, vgg16, vgg19)")
+                              "to load weights exported by another tool pass arch= (--arch on the command line: "
+                              "lenet_300_100, lenet5, mnist_cnn, vgg16, vgg19)")
     return model
 
 

@@ -36,8 +36,15 @@ def _mask(mask: Any, shape: tuple, name: str) -> np.ndarray:
     return array.astype(bool, copy=False)
 
 
+def _number(value: Any, what: str, name: str) -> float:
+    """A real number as float; None, strings and bools are refused, not parsed."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise WeightError(f"layer '{name}': {what} must be a number, got {value!r}")
+    return float(value)
+
+
 def _fraction(value: float, what: str, name: str) -> float:
-    value = float(value)
+    value = _number(value, what, name)
     if not 0.0 <= value <= 1.0:
         raise WeightError(f"layer '{name}': {what} {value} is outside [0, 1]")
     return value
@@ -46,7 +53,7 @@ def _fraction(value: float, what: str, name: str) -> float:
 def prune_by_threshold(weight: Any, threshold: float, mask: Any = None, name: str = "weight") -> np.ndarray:
     """Keep the connections with ``|w| > threshold``."""
     w = _weight(weight, name)
-    threshold = float(threshold)
+    threshold = _number(threshold, "threshold", name)
     if not np.isfinite(threshold) or threshold < 0:
         raise WeightError(f"layer '{name}': threshold {threshold} must be finite and >= 0")
     return _mask(mask, w.shape, name) & (np.abs(w) > threshold)
@@ -57,7 +64,7 @@ def prune_by_std(weight: Any, quality: float, mask: Any = None, name: str = "wei
     layer's surviving weights (all of them when ``mask`` is None)."""
     w = _weight(weight, name)
     keep = _mask(mask, w.shape, name)
-    quality = float(quality)
+    quality = _number(quality, "quality", name)
     if not np.isfinite(quality) or quality < 0:
         raise WeightError(f"layer '{name}': quality {quality} must be finite and >= 0")
     survivors = w[keep]

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ModelError, WeightError
 from ..layers import Conv2d, Layer, Linear, SparseWeight, _Weighted
 from ..model import Model
-from ._masks import _weight, prune_by_rate, prune_by_std, prune_by_threshold, prune_globally_by_rate
+from ._masks import _number, _weight, prune_by_rate, prune_by_std, prune_by_threshold, prune_globally_by_rate
 
 Amount = Union[float, Mapping[str, float]]
 
@@ -94,6 +94,8 @@ def with_weights(model: Model, weights: Mapping[str, Any], backend: str | None =
     for name, value in weights.items():
         layer = layers[name]
         where = f"{layer.kind} layer '{name}'"
+        if isinstance(value, list):  # [w, b] or nested rows? Ambiguous: ask for a tuple or an array
+            raise WeightError(f"{where}: got a list; pass the weight as an array, or (weight, bias) as a tuple")
         if isinstance(value, tuple):
             if len(value) != 2:
                 raise WeightError(f"{where}: expected a weight or a (weight, bias) pair, got a {len(value)}-tuple")
@@ -136,9 +138,9 @@ def _amounts(model: Model, amount: Amount, layers: Iterable[str] | None, method:
         if isinstance(amount, Mapping):
             if name not in amount:
                 raise WeightError(f"prune_model: layer '{name}' is in layers but has no amount in {dict(amount)}")
-            out[name] = float(amount[name])
+            out[name] = _number(amount[name], "amount", name)
         else:
-            out[name] = float(amount)
+            out[name] = _number(amount, "amount", name)
     return out
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from ..errors import WeightError
+from ..errors import InputError, WeightError
 from ..frameworks._common import require
 from ._masks import prune_by_rate, prune_by_std, prune_by_threshold, prune_globally_by_rate
 from ._schedule import PolynomialDecay
@@ -38,7 +38,7 @@ class Pruner:
     default every Conv2d and Linear. Masks start from the weights' current
     nonzeros, so a module that was pruned before keeps its zeros."""
 
-    def __init__(self, module: Any, layers: Iterable[str] | None = None):
+    def __init__(self, module: Any, layers: Iterable[str] | str | None = None):
         self.module = module
         found = {name: m for name, m in module.named_modules()
                  if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
@@ -46,7 +46,7 @@ class Pruner:
             chosen = found
         else:
             chosen = {}
-            for name in layers:
+            for name in [layers] if isinstance(layers, str) else layers:  # one name, or several
                 if name not in found:
                     raise WeightError(f"no Conv2d or Linear layer named '{name}'; prunable layers: {', '.join(found)}")
                 chosen[name] = found[name]
@@ -162,10 +162,20 @@ def train(module: Any, images: Any, labels: Any, optimizer: Any, epochs: int, ba
     (e.g. test accuracy) is shown after each epoch. Returns the next step."""
     if schedule is not None and pruner is None:
         raise WeightError("a pruning schedule needs a pruner")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive int, got {batch_size!r}")
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    label_array = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels)
+    if label_array.ndim != 1 or (label_array.size and label_array.dtype.kind not in "iu"):
+        raise InputError(f"labels must be a 1-D array of class indices (integers), got {label_array.dtype} "
+                         f"{label_array.shape}")
+    y = torch.as_tensor(label_array.astype(np.int64))
     if len(x) != len(y):
         raise WeightError(f"{len(x)} images but {len(y)} labels")
+    if len(x) == 0:
+        raise InputError("no training images")
+    if int(y.min()) < 0:
+        raise InputError(f"label {int(y.min())} is negative; labels are class indices")
     loss_fn = loss_fn or torch.nn.functional.cross_entropy
     report = progress if callable(progress) else (_progress if progress else (lambda line, final: None))
     generator = torch.Generator().manual_seed(seed)
@@ -181,6 +191,8 @@ def train(module: Any, images: Any, labels: Any, optimizer: Any, epochs: int, ba
             batch = order[index * batch_size:(index + 1) * batch_size]
             optimizer.zero_grad(set_to_none=True)
             logits = module(x[batch])
+            if step == start_step and logits.ndim == 2 and int(y.max()) >= logits.shape[1]:
+                raise InputError(f"label {int(y.max())} is out of range for the module's {logits.shape[1]} outputs")
             loss = loss_fn(logits, y[batch])
             loss.backward()
             optimizer.step()
