@@ -334,7 +334,9 @@ class _Weighted(Layer):
         """For backend "auto": what was measured fastest per input size so far,
         "sparse", "dense" or (stride-1 convolutions) "dense-direct" or "dense-winograd".
         Keys: the batch bucket for Linear, (height, width, batch bucket) for
-        Conv2d; the bucket is the batch size up to 8, then the next power of two."""
+        Conv2d; the bucket is the batch size up to 8, then the next power of two,
+        of the batch the layer runs at once: 1 where a Model takes a batch image
+        by image through its leading convolutions (two or more images a worker)."""
         return dict(self._core.choices) if self._core is not None else {}
 
     @property
