@@ -393,7 +393,7 @@ def _edit_graph(arrays, edit):
 @pytest.mark.parametrize("edit,error,match", [
     (lambda g: g["layers"][1].update(kind="conv3d"), FormatError,
      r"layer 1 'relu': unknown layer kind 'conv3d' \(known: linear, conv2d"),
-    (lambda g: g.update(version=2), FormatError, r"format version 2 is not supported \(this sparsenet reads version 1\)"),
+    (lambda g: g.update(version=3), FormatError, r"format version 3 is not supported \(this sparsenet reads versions 1 to 2\)"),
     (lambda g: g.update(version="1"), FormatError, r"format version '1' is not supported"),
     (lambda g: g.pop("version"), FormatError, r"format version None is not supported"),
     (lambda g: g.update(format="onnx"), FormatError, r"key '__sparsenet__' is not a sparsenet graph"),

@@ -108,7 +108,7 @@ def _npz_member(graph_bytes: bytes) -> bytes:
 @pytest.mark.parametrize("text, match", [
     (b"{not json", "invalid JSON"),
     (b'{"format":"onnx"}', "is not a sparsenet graph"),
-    (b'{"format":"sparsenet","version":2,"layers":[]}', "format version is not supported"),
+    (b'{"format":"sparsenet","version":3,"layers":[]}', "format version is not supported"),
     (b'{"format":"sparsenet","version":1,"layers":[{"name":"a","kind":"lstm"}]}', "unknown layer kind 'lstm'"),
     (b'{"format":"sparsenet","version":1,"layers":[{"name":"a","kind":"relu"},{"name":"a","kind":"relu"}]}',
      "two layers are named 'a'"),

@@ -3,6 +3,7 @@ importers for PyTorch-style arrays, scipy CSR groups and TensorFlow triplets."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -448,3 +449,26 @@ def test_import_tensorflow_bad_triplets(tmp_path, rng):
     write_npz(tmp_path / "d.npz", arrays)
     with pytest.raises(FormatError, match=r"dense_shape \(784, 301\) is neither \(in, out\) = \(784, 300\)"):
         Model.load(tmp_path / "d.npz", arch="lenet_300_100")
+
+
+def test_version_2_only_where_a_version_1_reader_would_run_it_wrongly(tmp_path, rng):
+    """A model using same_padding, input_size or globalavgpool2d is written as
+    version 2, which older sparsenets refuse instead of ignoring the fields
+    (they would run other input sizes with the wrong padding or pool); any
+    other model stays version 1. Both loaders read both versions."""
+    def version(model):
+        model.save(tmp_path / "m.npz")
+        with np.load(tmp_path / "m.npz") as data:
+            return json.loads(data["__sparsenet__"][()].decode())["version"]
+
+    conv = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    assert version(sparsenet.models.lenet5(seed=1)) == 1
+    for layers in ([Conv2d(conv, None, stride=2, padding=1, same_padding=True)],
+                   [Conv2d(conv, None), sparsenet.AvgPool2d(2, input_size=(6, 6))],
+                   [Conv2d(conv, None), sparsenet.GlobalAvgPool2d()]):
+        model = Model(layers, input_shape=(2, 9, 9) if layers[0].same_padding else (2, 8, 8))
+        assert version(model) == 2
+        x = rng.standard_normal((2, *model.input_shape)).astype(np.float32)
+        np.testing.assert_allclose(Model.load(tmp_path / "m.npz")(x), model(x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sparsenet._core.load_model(str(tmp_path / "m.npz")).forward(x), model(x),
+                                   rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@
 namespace sparsenet {
 namespace {
 
-constexpr int kFormatVersion = 1;
+constexpr int kFormatVersion = 2;  // reads 1 and 2 (format.py: what version 2 added)
 constexpr uint64_t kMaxGraphBytes = 1 << 20;
 constexpr int64_t kMaxElements = int64_t{1} << 40;
 constexpr int64_t kMaxDim = int64_t{1} << 31;
@@ -221,8 +221,8 @@ Model load(std::vector<uint8_t> bytes, const LoadOptions& options, const std::st
     throw FormatError(label + ": key '__sparsenet__' is not a sparsenet graph");
   const Json* version = graph.find("version");
   if (version == nullptr || version->type != Json::Type::kNumber || !version->integral ||
-      version->integer != kFormatVersion)
-    throw FormatError(label + ": format version is not supported (this sparsenet reads version " +
+      version->integer < 1 || version->integer > kFormatVersion)
+    throw FormatError(label + ": format version is not supported (this sparsenet reads versions 1 to " +
                       std::to_string(kFormatVersion) + ")");
   const Json* entries = graph.find("layers");
   if (entries == nullptr || entries->type != Json::Type::kArray || entries->array.empty())

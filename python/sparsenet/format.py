@@ -20,7 +20,12 @@ from .layers import (AvgPool2d, Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer
                      SparseWeight, _Weighted)
 from .model import BACKENDS, Model
 
-FORMAT_VERSION = 1
+# Version 2 added what a version-1 reader would ignore and so run wrongly:
+# same_padding and input_size on convolutions and pools, and globalavgpool2d.
+# A model using none of them is written as version 1, readable by older sparsenets.
+FORMAT_VERSION = 2
+_READ_VERSIONS = (1, 2)
+_VERSION_2_FIELDS = ("same_padding", "input_size")
 GRAPH_KEY = "__sparsenet__"
 _MAX_GRAPH_BYTES = 1 << 20
 _MAX_ELEMENTS = 1 << 40
@@ -46,7 +51,9 @@ def save_model(model: Model, path: str | os.PathLike, compress: bool = False) ->
             if layer.bias is not None:
                 arrays[f"{layer.name}.bias"] = layer.bias
         layers.append(entry)
-    graph = {"format": "sparsenet", "version": FORMAT_VERSION, "name": model.name,
+    needs_2 = any(entry["kind"] == "globalavgpool2d" or any(key in entry for key in _VERSION_2_FIELDS)
+                  for entry in layers)
+    graph = {"format": "sparsenet", "version": 2 if needs_2 else 1, "name": model.name,
              "input_shape": list(model.input_shape) if model.input_shape else None, "layers": layers}
     # UTF-8 bytes (dtype S): a unicode array would take 4 bytes a character.
     arrays[GRAPH_KEY] = np.array(json.dumps(graph, separators=(",", ":")).encode("utf-8"))
@@ -177,9 +184,9 @@ def _load_native(archive: NpzArchive, backend: str) -> Model:
     if not isinstance(graph, dict) or graph.get("format") != "sparsenet":
         raise FormatError(f"{archive.path}: key '{GRAPH_KEY}' is not a sparsenet graph")
     version = graph.get("version")
-    if type(version) is not int or version != FORMAT_VERSION:  # not 1.0 or true, as the C++ loader
+    if type(version) is not int or version not in _READ_VERSIONS:  # not 1.0 or true, as the C++ loader
         raise FormatError(f"{archive.path}: format version {version!r} is not supported "
-                          f"(this sparsenet reads version {FORMAT_VERSION})")
+                          f"(this sparsenet reads versions 1 to {FORMAT_VERSION})")
     entries = graph.get("layers")
     if not isinstance(entries, list) or not entries:
         raise FormatError(f"{archive.path}: the graph has no layer list")
