@@ -258,3 +258,16 @@ def test_global_average_runs_other_input_sizes(tmp_path, op):
     for size in (8, 12, 3):
         x = np.arange(2 * 2 * size * size, dtype=np.float32).reshape(2, 2, size, size)
         np.testing.assert_allclose(model(x), session.run(None, {"x": x})[0], rtol=1e-6)
+
+
+def test_stride_1_same_padding_is_not_size_bound(tmp_path):
+    """Stride-1 'SAME' pads kernel - 1 at every input size: such a layer runs any
+    size and its file stays format version 1 (readable by older sparsenets)."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", auto_pad="SAME_UPPER")]
+    onnx.save(_graph(nodes, {"w": np.ones((2, 1, 3, 3), np.float32)}, [1, 6, 6], "y"), str(tmp_path / "s.onnx"))
+    model = Model.from_onnx(tmp_path / "s.onnx")
+    assert model["conv"].same_padding is False
+    assert model.output_shape((1, 9, 7)) == (2, 9, 7)
+    model.save(tmp_path / "s.npz")
+    with np.load(tmp_path / "s.npz") as data:
+        assert b'"version":1' in data["__sparsenet__"][()]

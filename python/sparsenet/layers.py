@@ -372,6 +372,11 @@ class _Weighted(Layer):
         return (f"{type(self).__name__}(shape={self._shape}, nnz={self._nnz}, density={self.density:.2%}"
                 f"{args}, name={self.name!r})")
 
+    def with_weights(self, weight: Any, bias: Any) -> "_Weighted":
+        """A new, unbuilt layer of this kind, name and settings over other
+        weights (a folded BatchNorm, a pruned copy)."""
+        raise NotImplementedError
+
     def _rename(self, name: str) -> None:
         object.__setattr__(self, "name", name)
         if self._weight is not None:
@@ -387,6 +392,9 @@ class Linear(_Weighted):
         super().__init__(weight, bias, name, None)
         if len(self._shape) != 2:
             raise WeightError(f"{_layer_label('linear', name)}: weight must be 2-D (out, in), got {self._shape}")
+
+    def with_weights(self, weight: Any, bias: Any) -> "Linear":
+        return Linear(weight, bias, name=self.name)
 
     @property
     def in_features(self) -> int:
@@ -447,6 +455,10 @@ class Conv2d(_Weighted):
         if min(self.stride) < 1 or min(self.padding) < 0:
             raise FormatError(f"{_layer_label('conv2d', name)}: stride must be >= 1 and padding >= 0")
         self.same_padding = bool(same_padding)
+
+    def with_weights(self, weight: Any, bias: Any) -> "Conv2d":
+        return Conv2d(weight, bias, stride=self.stride, padding=self.padding, name=self.name,
+                      same_padding=self.same_padding)
 
     @property
     def in_channels(self) -> int:

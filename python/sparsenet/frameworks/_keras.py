@@ -200,6 +200,12 @@ class _Converter:
                               "Softmax runs over the features of (N, F)")
         self.add(Softmax(name=name))
 
+    @staticmethod
+    def size_bound(cfg: dict, stride: Sequence[int]) -> bool:
+        """Whether padding="same" was resolved for this input size: with stride 1
+        its total is kernel - 1 at every size, above 1 it depends on the size."""
+        return cfg.get("padding") == "same" and max(stride) > 1
+
     def padding(self, cfg: dict, kernel: Sequence[int], stride: Sequence[int], where: str) -> tuple[int, int]:
         mode = cfg.get("padding", "valid")
         if mode == "valid":
@@ -238,7 +244,7 @@ class _Converter:
             stride = tuple(cfg.get("strides", (1, 1)))
             padding = self.padding(cfg, kernel.shape[:2], stride, f"{self.path}: {where}")
             self.add(Conv2d(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)), bias, stride=stride,
-                            padding=padding, name=name, same_padding=cfg.get("padding") == "same"))
+                            padding=padding, name=name, same_padding=self.size_bound(cfg, stride)))
             self.activation(name, cfg.get("activation"), f"{self.path}: {where}")
         elif kind == "Dense":
             kernel, bias = self.weighted(layer, archive_name, where)
@@ -259,7 +265,7 @@ class _Converter:
             pool = tuple(cfg.get("pool_size", (2, 2)))
             stride = tuple(cfg.get("strides") or pool)
             padding = self.padding(cfg, pool, stride, f"{self.path}: {where}")
-            same = cfg.get("padding") == "same"
+            same = self.size_bound(cfg, stride)
             if kind == "MaxPooling2D":
                 self.add(MaxPool2d(pool, stride, padding, name=name, same_padding=same))
             else:  # Keras averages over the valid cells only

@@ -107,10 +107,11 @@ class _Converter:
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         return auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
 
-    def same(self, attrs: dict) -> bool:
+    def same(self, attrs: dict, stride: Sequence[int]) -> bool:
         """Whether the padding is 'SAME' resolved for this input size (the layer
-        then refuses sizes that 'SAME' would pad otherwise)."""
-        return self.auto_pad(attrs) in ("SAME_UPPER", "SAME_LOWER")
+        then refuses sizes that 'SAME' would pad otherwise): with stride 1 its
+        total is kernel - 1 at every size, above 1 it depends on the size."""
+        return self.auto_pad(attrs) in ("SAME_UPPER", "SAME_LOWER") and max(stride) > 1
 
     def pads(self, node: Any, attrs: dict, kernel: Sequence[int], stride: Sequence[int]) -> tuple[int, int]:
         auto_pad = self.auto_pad(attrs)
@@ -151,7 +152,7 @@ class _Converter:
         padding = self.pads(node, attrs, kernel, stride)
         self.add(node, Conv2d(weight.astype(np.float32), None if bias is None else bias.astype(np.float32),
                               stride=tuple(stride), padding=padding, name=self.layer_name(node),
-                              same_padding=self.same(attrs)))
+                              same_padding=self.same(attrs, stride)))
 
     def batchnorm(self, node: Any, attrs: dict) -> None:
         conv = self.last_weighted(node, Conv2d)
@@ -163,8 +164,7 @@ class _Converter:
                                   ((1, "scale"), (2, "B"), (3, "input_mean"), (4, "input_var")))
         weight, bias = fold_batchnorm(conv.weight.to_dense(), conv.bias, gamma, beta, mean, var,
                                       attrs.get("epsilon", 1e-5), self.where(node))
-        folded = Conv2d(weight, bias, stride=conv.stride, padding=conv.padding, name=conv.name,
-                        same_padding=conv.same_padding)
+        folded = conv.with_weights(weight, bias)
         self.layers[-1] = folded
         self.producer[id(folded)] = node.output[0]
 
@@ -216,11 +216,7 @@ class _Converter:
             raise FormatError(f"{self.where(node)}: adds a constant of shape {c.shape}, not one value per output "
                               f"of '{last.name}' ({rows}): expected shape {expected}")
         bias = c.reshape(-1).astype(np.float32)
-        if isinstance(last, Linear):
-            replaced: Layer = Linear(last.weight, bias, name=last.name)
-        else:
-            replaced = Conv2d(last.weight, bias, stride=last.stride, padding=last.padding, name=last.name,
-                              same_padding=last.same_padding)
+        replaced = last.with_weights(last.weight, bias)
         self.layers[-1] = replaced
         self.producer[id(replaced)] = node.output[0]
 
@@ -235,7 +231,7 @@ class _Converter:
         padding = self.pads(node, attrs, kernel, stride)
         ceil = bool(attrs.get("ceil_mode", 0))
         name = self.layer_name(node)
-        same = self.same(attrs)
+        same = self.same(attrs, stride)
         if node.op_type == "MaxPool":
             self.add(node, MaxPool2d(tuple(kernel), tuple(stride), padding, ceil, name=name, same_padding=same))
         else:

@@ -179,7 +179,7 @@ class _Converter:
         beta = _parameter(module, "bias") if module.affine else np.zeros(channels, np.float32)
         weight, bias = fold_batchnorm(previous.weight.to_dense(), previous.bias, gamma, beta,
                                       _numpy(module.running_mean), _numpy(module.running_var), module.eps, where)
-        self.layers[-1] = Conv2d(weight, bias, stride=previous.stride, padding=previous.padding, name=previous.name)
+        self.layers[-1] = previous.with_weights(weight, bias)
 
     def adaptive_avg(self, node: Any, output_size: Any, in_shape: Sequence[int]) -> None:
         where = f"torch node '{node.target if node.op == 'call_module' else node.name}' (AdaptiveAvgPool2d)"

@@ -40,11 +40,8 @@ def model_weights(model: Model) -> dict[str, tuple[np.ndarray, np.ndarray | None
 
 
 def _layer_copy(layer: Layer, weight: Any, bias: np.ndarray | None) -> _Weighted:
-    if isinstance(layer, Conv2d):
-        return Conv2d(weight, bias, stride=layer.stride, padding=layer.padding, name=layer.name,
-                      same_padding=layer.same_padding)
-    if isinstance(layer, Linear):
-        return Linear(weight, bias, name=layer.name)
+    if isinstance(layer, (Conv2d, Linear)):
+        return layer.with_weights(weight, bias)
     raise ModelError(f"{layer.kind} layer '{layer.name}': no rule to copy a {type(layer).__name__}")
 
 
