@@ -1,6 +1,10 @@
 """A C++ project that knows sparsenet only through find_package (tests/cpp/consumer)
 builds the example application against the installed package and must
-reproduce Python's output for the same model and input."""
+reproduce Python's output for the same model and input.
+
+By default the package is the pip-installed one; SPARSENET_CMAKE_DIR names
+another installed sparsenet's CMake directory instead (CI builds one without
+Python, on the system OpenBLAS: -DSPARSENET_BLAS=openblas)."""
 
 from __future__ import annotations
 
@@ -19,9 +23,15 @@ from sparsenet.cli import cmake_dir
 CONSUMER = Path(__file__).parent / "cpp" / "consumer"
 
 
+def _package_dir() -> str:
+    return os.environ.get("SPARSENET_CMAKE_DIR") or cmake_dir()
+
+
 @pytest.fixture(scope="module")
 def classify(tmp_path_factory):
-    if not os.path.exists(os.path.join(cmake_dir(), "sparsenetConfig.cmake")):
+    if "SPARSENET_CMAKE_DIR" in os.environ:
+        assert os.path.exists(os.path.join(_package_dir(), "sparsenetConfig.cmake")), _package_dir()
+    elif not os.path.exists(os.path.join(cmake_dir(), "sparsenetConfig.cmake")):
         pytest.skip("sparsenet is not pip-installed here (no sparsenetConfig.cmake next to the package)")
     cmake = shutil.which("cmake")
     if cmake is None or shutil.which("c++") is None:
@@ -29,7 +39,7 @@ def classify(tmp_path_factory):
     build = tmp_path_factory.mktemp("consumer")
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     subprocess.run([cmake, "-S", str(CONSUMER), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=Release",
-                    f"-Dsparsenet_DIR={cmake_dir()}"], check=True, capture_output=True)
+                    f"-Dsparsenet_DIR={_package_dir()}"], check=True, capture_output=True)
     subprocess.run([cmake, "--build", str(build)], check=True, capture_output=True)
     return build / "classify"
 
@@ -48,6 +58,10 @@ def test_cpp_example_reproduces_python(tmp_path, classify, arch):
     run = subprocess.run([str(classify), str(tmp_path / "model.npz"), str(tmp_path / "x.npy"), "--runs", "2",
                           "--out", str(tmp_path / "y.npy")], check=True, capture_output=True, text=True)
     assert "top-5 classes of sample 0" in run.stdout and "speedup" in run.stdout
+    # The dense baseline is the OpenBLAS the package was built with.
+    config = Path(_package_dir(), "sparsenetConfig.cmake").read_text()
+    source = "system OpenBLAS" if 'set(_sparsenet_blas "openblas")' in config else "scipy-openblas32"
+    assert "dense baseline: OpenBLAS " in run.stdout and f"({source}, core" in run.stdout, run.stdout
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model(x), rtol=1e-5, atol=1e-6)
 
 

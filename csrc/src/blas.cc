@@ -4,8 +4,15 @@
 
 #include "sparsenet/runtime.h"
 
-// scipy-openblas32 prefixes every symbol with scipy_ (see its pkg-config Cflags).
+// scipy-openblas32 prefixes every symbol with scipy_ (see its pkg-config Cflags);
+// a system OpenBLAS (-DSPARSENET_BLAS=openblas) has the plain names.
+#ifdef SPARSENET_SCIPY_OPENBLAS
 #define SPARSENET_BLAS(name) scipy_##name
+constexpr const char* kBlasSource = "scipy-openblas32";
+#else
+#define SPARSENET_BLAS(name) name
+constexpr const char* kBlasSource = "system OpenBLAS";
+#endif
 
 namespace sparsenet {
 
@@ -26,7 +33,7 @@ void blas_set_num_threads(int num_threads) {
 std::string blas_name() {
   std::string config = SPARSENET_BLAS(openblas_get_config)();
   std::string core = SPARSENET_BLAS(openblas_get_corename)();
-  return config + " (scipy-openblas32, core " + core + ")";
+  return config + " (" + kBlasSource + ", core " + core + ")";
 }
 
 std::string blas_info() { return blas_name(); }

@@ -1,4 +1,4 @@
-// The dense baseline's BLAS (OpenBLAS from the scipy-openblas32 wheel), behind
+// The dense baseline's BLAS (OpenBLAS: the scipy-openblas32 wheel's or a system one), behind
 // plain row-major wrappers so no other file includes cblas.h.
 #pragma once
 

@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
     std::printf("model %s (%s kernels, %d threads), input %s\n", sparse.name().c_str(),
                 sparsenet::isa_name(sparsenet::active_isa()), sparsenet::get_num_threads(),
                 sparsenet::shape_to_string(x.shape).c_str());
+    std::printf("dense baseline: %s\n", sparsenet::blas_info().c_str());
     std::printf("top-%zu classes of sample 0:\n", top);
     for (size_t i = 0; i < top; ++i) std::printf("  %zu  %.6g\n", order[i], scores[order[i]]);
     double max_diff = 0;
