@@ -6,12 +6,12 @@
 
 // scipy-openblas32 prefixes every symbol with scipy_ (see its pkg-config Cflags);
 // a system OpenBLAS (-DSPARSENET_BLAS=openblas) has the plain names.
-#ifdef SPARSENET_SCIPY_OPENBLAS
-#define SPARSENET_BLAS(name) scipy_##name
-constexpr const char* kBlasSource = "scipy-openblas32";
-#else
+#ifdef SPARSENET_SYSTEM_OPENBLAS
 #define SPARSENET_BLAS(name) name
 constexpr const char* kBlasSource = "system OpenBLAS";
+#else
+#define SPARSENET_BLAS(name) scipy_##name
+constexpr const char* kBlasSource = "scipy-openblas32";
 #endif
 
 namespace sparsenet {

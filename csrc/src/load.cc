@@ -103,7 +103,7 @@ Weights read_weights(NpzReader& npz, const Json& entry, const std::string& kind,
                           "': expected 1-D, got shape " + shape_to_string(part.second->shape));
     if (const Json* nnz = meta.find("nnz"))  // optional; when given, the data's length
       if (nnz->type != Json::Type::kNumber || !nnz->integral || nnz->integer < 0 ||
-          static_cast<uint64_t>(nnz->integer) != data.shape[0])
+          nnz->integer != data.shape[0])
         throw FormatError(where + ": weight nnz " + (nnz->type == Json::Type::kNumber && nnz->integral
                                                          ? std::to_string(nnz->integer) : std::string("(not an int)")) +
                           " differs from the " + std::to_string(data.shape[0]) + " values in '" + key + ".data'");
