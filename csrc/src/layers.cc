@@ -864,12 +864,22 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
   const size_t tail = c1 == channels ? padded_image_floats(channels, padded_h, padded_w, kernel_w_) -
                                            static_cast<size_t>(channels) * padded_plane
                                      : 0;
-  std::memset(padded + static_cast<size_t>(c0) * padded_plane, 0,
-              sizeof(float) * (static_cast<size_t>(c1 - c0) * padded_plane + tail));
-  for (int64_t c = c0; c < c1; ++c)
-    for (int64_t y = 0; y < height; ++y)
-      std::memcpy(padded + (c * padded_h + y + pad_h_) * padded_w + pad_w_,
-                  image + (c * height + y) * width, sizeof(float) * width);
+  // Only the border is zeroed, each float of the plane written once: the top
+  // rows with the first row's left pad, then after each row its right pad with
+  // the next row's left pad (the bottom rows after the last).
+  const size_t pad_w = static_cast<size_t>(pad_w_);
+  for (int64_t c = c0; c < c1; ++c) {
+    float* plane = padded + static_cast<size_t>(c) * padded_plane;
+    const float* source = image + c * height * width;
+    std::memset(plane, 0, sizeof(float) * (static_cast<size_t>(pad_h_ * padded_w) + pad_w));
+    for (int64_t y = 0; y < height; ++y) {
+      float* row = plane + (y + pad_h_) * padded_w + pad_w_;
+      std::memcpy(row, source + y * width, sizeof(float) * width);
+      const size_t gap = y + 1 < height ? 2 * pad_w : pad_w + static_cast<size_t>(pad_h_ * padded_w);
+      std::memset(row + width, 0, sizeof(float) * gap);
+    }
+  }
+  std::memset(padded + static_cast<size_t>(channels) * padded_plane, 0, sizeof(float) * tail);
 }
 
 void Conv2d::pad_image(const ForwardContext& ctx, const float* image, float* padded,
