@@ -586,6 +586,85 @@ def test_conv_dense_avx2_matches_scalar(rng, n):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
 
+needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
+CONV3_KERNELS = ["scalar", pytest.param("avx512", marks=needs_avx512)]
+
+
+def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias=None, relu=False,
+                    accumulate=False):
+    """KernelTable::conv3's contract (kernels.h), position by position in float64."""
+    y = y_init.astype(np.float64)
+    for r in range(y.shape[0]):
+        for c0 in range(col_begin, col_end, 64):
+            z = np.zeros((3, 64))
+            for j in range(3):
+                for k in range(groups[j, r], groups[j + 1, r]):
+                    z[j] += float(values[k]) * x[offsets[k] + c0:offsets[k] + c0 + 64].astype(np.float64)
+            for p in range(c0 - 2, min(c0 + 64, col_end)):
+                total = sum(z[j, p + j - c0] for j in range(3) if 0 <= p + j - c0 < 64)
+                v = y[r, p] + total if accumulate or p < c0 else total
+                if p < c0 + 62:
+                    v += 0.0 if bias is None else float(bias[r])
+                    v = max(v, 0.0) if relu else v
+                y[r, p] = v
+    return y
+
+
+def conv3_case(rng, rows=5, per_group=(0, 9), x_size=700):
+    counts = rng.integers(*per_group, size=(3, rows), endpoint=True)
+    groups = np.zeros((4, rows), np.uint32)
+    starts = np.concatenate([[0], np.cumsum(counts.T.ravel())])  # row-major: row r's groups together
+    for r in range(rows):
+        for j in range(4):
+            groups[j, r] = starts[3 * r + j]
+    nnz = int(starts[-1])
+    values = rng.standard_normal(nnz).astype(np.float32)
+    offsets = (rng.integers(0, (x_size - 400) // 8, size=nnz) * 8).astype(np.uint32)
+    x = rng.standard_normal(x_size).astype(np.float32)
+    return values, offsets, groups, x
+
+
+@pytest.mark.parametrize("kernel", CONV3_KERNELS)
+@pytest.mark.parametrize("cols", [(2, 66), (2, 200), (10, 75), (2, 5), (34, 290)])
+@pytest.mark.parametrize("epilogue", [{}, {"bias": True, "relu": True}, {"accumulate": True},
+                                      {"accumulate": True, "bias": True}])
+def test_conv3_matches_its_contract(rng, kernel, cols, epilogue):
+    """Whole tiles and a partial last one; the two positions before each tile
+    always add, the rest only when accumulating; the epilogue stops two short
+    of a tile's end; empty groups (per_group from 0)."""
+    values, offsets, groups, x = conv3_case(rng)
+    col_begin, col_end = cols
+    y_init = rng.standard_normal((5, 300)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32) if epilogue.get("bias") else None
+    relu, accumulate = epilogue.get("relu", False), epilogue.get("accumulate", False)
+    y = _core._raw_conv3_kernel(kernel, values, offsets, groups, x, col_begin, col_end, y_init, bias=bias,
+                                relu=relu, accumulate=accumulate)
+    check(y, conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias, relu, accumulate))
+
+
+@needs_avx512
+def test_conv3_avx512_matches_scalar(rng):
+    values, offsets, groups, x = conv3_case(rng, rows=40, per_group=(0, 60), x_size=5000)
+    y_init = rng.standard_normal((40, 330)).astype(np.float32)
+    bias = rng.standard_normal(40).astype(np.float32)
+    a = _core._raw_conv3_kernel("avx512", values, offsets, groups, x, 2, 330, y_init, bias=bias, relu=True)
+    b = _core._raw_conv3_kernel("scalar", values, offsets, groups, x, 2, 330, y_init, bias=bias, relu=True)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+def test_bad_conv3_arguments(rng):
+    values, offsets, groups, x = conv3_case(rng)
+    y = np.zeros((5, 100), np.float32)
+    with pytest.raises(FormatError, match="not one of"):
+        _core._raw_conv3_kernel("avx2", values, offsets, groups, x, 2, 66, y)
+    with pytest.raises(ShapeError, match="col_begin"):
+        _core._raw_conv3_kernel("scalar", values, offsets, groups, x, 0, 66, y)
+    with pytest.raises(ShapeError, match="groups must be"):
+        _core._raw_conv3_kernel("scalar", values, offsets, groups[:, :4], x, 2, 66, y)
+    with pytest.raises(ShapeError, match="x must hold"):
+        _core._raw_conv3_kernel("scalar", values, offsets, groups, x[:100], 2, 66, y)
+
+
 def test_bad_conv_dense_arguments(rng):
     w = np.ones((6, 3), np.float32)
     x = np.ones(20, np.float32)

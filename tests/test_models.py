@@ -255,6 +255,34 @@ def test_conv_with_a_deep_input(rng, backend, batch):
         sparsenet.set_num_threads(before)
 
 
+@pytest.mark.parametrize("threads, batch", [(1, 1), (2, 1), (2, 3)])
+def test_direct_convolutions_in_a_row_pad_over_what_the_last_one_left(rng, restore_threads, threads, batch):
+    """Consecutive direct convolutions share the scratch where each pads its
+    input, zeroing only the border: every padding column (on CPUs with AVX-512,
+    3-wide kernels pad rows to a multiple of 8 floats: 36 -> 40, 19 -> 24) must
+    be zero again, whatever the layer before left there. A Keras VGG caught
+    this: left pads of the second convolution's rows held the first's sums."""
+    sparsenet.set_num_threads(threads)
+    shapes = [(8, 3, 3, 3), (8, 8, 3, 3), (16, 8, 3, 3), (16, 16, 5, 3), (12, 16, 3, 5)]
+    weights = [sparse_dense_array(shape, 0.4, rng) for shape in shapes]
+    biases = [rng.standard_normal(shape[0]).astype(np.float32) for shape in shapes]
+    pads = [3, 1, 1, 2, (1, 2)]
+    layers = [Conv2d(weights[0], biases[0], padding=3), ReLU(), Conv2d(weights[1], biases[1], padding=1),
+              MaxPool2d(2), Conv2d(weights[2], biases[2], padding=1), ReLU(),
+              Conv2d(weights[3], biases[3], padding=2), Conv2d(weights[4], biases[4], padding=(1, 2))]
+    model = Model(layers, backend="sparse")
+    conv3 = sparsenet._core.avx512_kernels() and sparsenet._core.active_isa() == "avx2"
+    assert [layer._core._uses_conv3 for layer in model.layers if layer.kind == "conv2d"] == [conv3] * 4 + [False]
+    for _ in range(2):
+        x = rng.standard_normal((batch, 3, 32, 30)).astype(np.float32)
+        h = ref_relu(ref_conv2d(x, weights[0], biases[0], 1, pads[0]))
+        h = ref_conv2d(h, weights[1], biases[1], 1, pads[1])
+        h = h.reshape(batch, 8, 18, 2, 17, 2).max(axis=(3, 5))
+        h = ref_relu(ref_conv2d(h, weights[2], biases[2], 1, pads[2]))
+        h = ref_conv2d(h, weights[3], biases[3], 1, pads[3])
+        assert_close(model(x), ref_conv2d(h, weights[4], biases[4], 1, pads[4]))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_conv_with_changing_input_sizes(rng, backend):
     """One layer run on maps of several sizes, wide ones (rows wider than a
@@ -543,15 +571,30 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["forced_by"] == "SPARSENET_ISA"
     assert info["kernels"]["csrmv"] == [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"]
     assert info["kernels"]["csrmm"] == [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"]
-    expected_l1 = "f32_csrmv_u16_l1_avx512" if sparsenet._core.cpu_has_avx512vl() else "f32_csrmv_u16_l1_avx2"
+    avx512 = isa == "avx2" and sparsenet._core.avx512_kernels()
+    assert info["avx512_kernels"] == avx512
+    expected_l1 = "f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2"
     assert info["kernels"]["csrmv_x_loads"] == ([expected_l1, "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else [])
+    assert info["kernels"]["conv3"] == (["f32_conv3_avx512"] if avx512 else [])
     assert "direct convolution" in info["kernels"]["conv2d"]
+
+
+def test_avx512_kernels_can_be_switched_off():
+    """SPARSENET_AVX512=0 (read once per process) runs the avx2 table's AVX2
+    kernels alone, as on a CPU without AVX-512."""
+    code = ("import sparsenet; i = sparsenet.kernel_info(); "
+            "print(i['avx512_kernels'], i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1])")
+    env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("SPARSENET_ISA", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("[")[0].strip() == "False"
+    assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out
 
 
 def test_kernel_info_by_default(no_isa_env):
     info = sparsenet.kernel_info()
-    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "kernels", "last_level_cache_bytes", "blas",
-                         "num_threads"}
+    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "avx512_kernels", "kernels", "last_level_cache_bytes",
+                         "blas", "num_threads"}
     assert isinstance(info["last_level_cache_bytes"], int) and info["last_level_cache_bytes"] >= 0
     assert sparsenet._core._csrmv_stream_bytes() == info["last_level_cache_bytes"] // 2
     assert info["forced_by"] is None

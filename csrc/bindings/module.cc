@@ -172,6 +172,47 @@ FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
   return y;
 }
 
+// Runs a conv3 kernel (kernels.h) once (tests only): `kernel` "avx512" or
+// "scalar" (the reference); groups (4, rows) as the kernel reads them, y_init
+// (rows, ldy) what Y holds before (col_begin >= 2: positions col_begin - 2 and
+// col_begin - 1 are in it); x must hold every offset + the tiles' 64 floats.
+FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
+                            const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& offsets,
+                            const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& groups,
+                            const FloatArray& x, int64_t col_begin, int64_t col_end, const FloatArray& y_init,
+                            const std::optional<FloatArray>& bias, bool relu, bool accumulate) {
+  Conv3Kernel run = nullptr;
+  if (kernel == "scalar") run = f32_conv3_scalar;
+  if (kernel == "avx512") {
+    if (!cpu_has_avx512vl()) throw FormatError("the avx512 conv3 kernel needs a CPU with AVX-512F and VL");
+    run = f32_conv3_avx512;
+  }
+  if (run == nullptr) throw FormatError("kernel '" + kernel + "' is not one of: avx512, scalar");
+  if (y_init.ndim() != 2) throw ShapeError("y_init must be (rows, ldy)");
+  const int64_t rows = y_init.shape(0), ldy = y_init.shape(1);
+  if (groups.ndim() != 2 || groups.shape(0) != 4 || groups.shape(1) != rows)
+    throw ShapeError("groups must be (4, rows)");
+  if (values.ndim() != 1 || offsets.ndim() != 1 || offsets.shape(0) != values.shape(0))
+    throw ShapeError("values and offsets must be (nnz,)");
+  if (col_begin < 2 || col_end <= col_begin || col_end > ldy) throw ShapeError("need 2 <= col_begin < col_end <= ldy");
+  const int64_t tiles_end = col_begin + (col_end - col_begin + 63) / 64 * 64;
+  const uint32_t* g = groups.data();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < 3; ++j)
+      if (g[j * rows + r] > g[(j + 1) * rows + r] || g[(j + 1) * rows + r] > values.shape(0))
+        throw ShapeError("groups must be nondecreasing within nnz");
+  for (int64_t k = 0; k < offsets.shape(0); ++k)
+    if (static_cast<int64_t>(offsets.data()[k]) + tiles_end > x.size())
+      throw ShapeError("x must hold offsets[k] + the tiles' floats");
+  if (bias && bias->size() < rows) throw ShapeError("bias must cover the rows");
+  FloatArray y({rows, ldy});
+  std::copy(y_init.data(), y_init.data() + y_init.size(), y.mutable_data());
+  const Epilogue ep{bias ? bias->data() : nullptr, relu, accumulate};
+  run(values.data(), offsets.data(), g, static_cast<size_t>(rows), x.data(), ep, 0, static_cast<size_t>(rows),
+      static_cast<size_t>(col_begin), static_cast<size_t>(col_end), y.mutable_data(), static_cast<size_t>(ldy));
+  return y;
+}
+
 // Runs the 2x2 stride-2 max pooling kernel on one output row (tests only): x is
 // (2, w), the two input rows; n outputs, 2 * n <= w.
 FloatArray raw_maxpool2x2_kernel(const std::string& isa, const FloatArray& x, int64_t n) {
@@ -316,8 +357,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_has_avx2_fma", &cpu_has_avx2_fma);
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("blas_info", &blas_info);
-  m.def("cpu_has_avx512vl", &cpu_has_avx512vl,
-        "True where the CPU has AVX-512F and VL: the avx2 kernels' csrmv_u16_l1 then uses them.");
+  m.def("cpu_has_avx512vl", &cpu_has_avx512vl, "True where the CPU has AVX-512F and VL.");
+  m.def("avx512_kernels", &avx512_kernels_enabled,
+        "True where the avx2 kernel table takes its AVX-512 kernels (csrmv_u16_l1, conv3): the CPU "
+        "has AVX-512F and VL and SPARSENET_AVX512 is not 0.");
 
   py::class_<Layer, std::shared_ptr<Layer>>(m, "Layer")
       .def_property_readonly("name", &Layer::name)
@@ -389,7 +432,9 @@ PYBIND11_MODULE(_core, m) {
            py::arg("name"), py::arg("key"), py::arg("out_channels"), py::arg("in_channels"),
            py::arg("kernel_h"), py::arg("kernel_w"), py::arg("stride_h"), py::arg("stride_w"),
            py::arg("pad_h"), py::arg("pad_w"), py::arg("indptr"), py::arg("indices"),
-           py::arg("values"), py::arg("bias"), py::arg("backend"), py::arg("same_padding") = false);
+           py::arg("values"), py::arg("bias"), py::arg("backend"), py::arg("same_padding") = false)
+      .def_property_readonly("_uses_conv3", &Conv2d::uses_conv3,
+                             "Whether sparse direct convolution runs the conv3 kernel (tests only).");
 
   py::class_<Pool2d, Layer, std::shared_ptr<Pool2d>>(m, "Pool2d")
       .def(py::init([](const std::string& name, const std::string& mode, int64_t kh, int64_t kw,
@@ -471,6 +516,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
         py::arg("relu") = false, py::arg("row0") = 0, py::arg("y_init") = py::none(),
         "Run the dense direct convolution register tile once (tests only); y_init (m, n) makes it accumulate.");
+  m.def("_raw_conv3_kernel", &raw_conv3_kernel, py::arg("kernel"), py::arg("values"), py::arg("offsets"),
+        py::arg("groups"), py::arg("x"), py::arg("col_begin"), py::arg("col_end"), py::arg("y_init"),
+        py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("accumulate") = false,
+        "Run a conv3 kernel ('avx512' or the 'scalar' reference) once over all rows (tests only).");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
   m.def("_all_finite", [](const FloatArray& a) { return all_finite(a.data(), static_cast<size_t>(a.size())); },

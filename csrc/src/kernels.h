@@ -117,9 +117,33 @@ SPARSENET_DECLARE_KERNELS(avx2)
 #undef SPARSENET_DECLARE_KERNELS
 void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
 // The same with AVX-512F+VL (masked broadcasts): the avx2 table's csrmv_u16_l1
-// where cpu_has_avx512vl() (see KernelTable).
+// where avx512_kernels_enabled() (see KernelTable).
 void f32_csrmv_u16_l1_avx512(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
 bool cpu_has_avx512vl();
+// Whether the avx2 table takes its AVX-512 kernels: cpu_has_avx512vl(), unless
+// the environment says SPARSENET_AVX512=0 (read once per process) to run the
+// AVX2 kernels alone, as on a CPU without AVX-512.
+bool avx512_kernels_enabled();
+
+// Direct convolution of 3-wide kernels with aligned loads (f32_conv3_avx512.cc).
+// Row r's nonzeros come in three groups by kernel column j,
+// [groups[j * stride + r], groups[(j + 1) * stride + r]), their offsets
+// without j. For rows r in [row_begin, row_end) and each tile of 64 positions
+// [c0, c0 + 64) from col_begin to col_end, with z_j[q] = sum over group j of
+// values[k] * x[offsets[k] + q] for q in that tile only:
+//   Y[r][p] (+)= z_0[p] + z_1[p + 1] + z_2[p + 2]   for p in [c0 - 2, min(c0 + 64, col_end))
+// (Y[r][p] at y[r * ldy + p]). Positions c0 - 2 and c0 - 1 always add (the
+// tile before began them; y needs room for two floats before col_begin), the
+// others only with ep.accumulate. The epilogue applies to positions below
+// c0 + 62, whose sums are whole once the tile's last panel is in. Reads
+// x[offsets[k] + q] for every q of a tile, past col_end too.
+using Conv3Kernel = void (*)(const float* values, const uint32_t* offsets, const uint32_t* groups,
+                             size_t stride, const float* x, Epilogue ep, size_t row_begin,
+                             size_t row_end, size_t col_begin, size_t col_end, float* y, size_t ldy);
+void f32_conv3_avx512(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
+                      size_t, size_t, size_t, size_t, float*, size_t);
+void f32_conv3_scalar(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
+                      size_t, size_t, size_t, size_t, float*, size_t);  // the reference (tests)
 
 struct KernelTable {
   Isa isa;
@@ -139,6 +163,9 @@ struct KernelTable {
   MaxPool2x2Kernel maxpool2x2;
   WinogradInputKernel winograd_input;
   WinogradOutputKernel winograd_output;
+  // Direct convolution of 3-wide kernels: the AVX-512 kernel in the avx2 table
+  // where avx512_kernels_enabled(), else none (Conv2d uses csrmm).
+  Conv3Kernel conv3 = nullptr;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

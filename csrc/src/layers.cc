@@ -739,6 +739,10 @@ Shape Conv2d::output_shape(const Shape& input) const {
   return {rows(), oh, ow};
 }
 
+bool Conv2d::uses_conv3() const {
+  return direct_capable() && kernel_w_ == 3 && kernel_table(isa()).conv3 != nullptr;
+}
+
 bool Conv2d::direct_capable() const {
   return stride_h_ == 1 && stride_w_ == 1 && !is_pointwise();
 }
@@ -755,11 +759,16 @@ int64_t direct_block_rows(int64_t out_h, int64_t padded_w) {
 
 // Floats of a zero-padded image (channels x padded_h x padded_w) plus the tail
 // that direct convolution's loads run over past the last plane: a sparse tile's
-// last run reaches kernel_w - 1 past it, a dense tile's 16-float loads up to 15.
+// last run reaches kernel_w - 1 past it, a dense tile's 16-float loads up to
+// 15, a conv3 tile's loads up to 63 (it computes whole 64-position tiles).
 size_t padded_image_floats(int64_t channels, int64_t padded_h, int64_t padded_w, int64_t kernel_w) {
-  return static_cast<size_t>(channels * padded_h * padded_w +
-                             std::max<int64_t>(kernel_w, static_cast<int64_t>(kConvDenseCols)));
+  return static_cast<size_t>(channels * padded_h * padded_w + std::max<int64_t>(kernel_w, 64));
 }
+
+// conv3's padded rows: a multiple of 8 floats apart, so that with the image
+// 64-byte aligned and the kernel column out of the offsets every load of a
+// tile is 32-byte aligned (the extra columns are computed and discarded).
+int64_t conv3_row(int64_t padded_w) { return (padded_w + 7) / 8 * 8; }
 
 // im2col lowers at most about this many floats (4 MiB) at a time: whole rows
 // of output, at least one. The whole patch matrix of VGG's conv1_2 (576 x
@@ -778,9 +787,11 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
   const Shape out = output_shape(input);
   size_t floats = 0;
   if (direct_capable() && backend() != Backend::kDense) {
-    // The padded image (+ the row tail the last loads run over) and one block of output rows.
-    const int64_t padded_w = input[2] + 2 * pad_w_;
-    floats = padded_image_floats(input[0], input[1] + 2 * pad_h_, padded_w, kernel_w_) +
+    // The padded image (+ the row tail the last loads run over), 16 floats to
+    // align it to 64 bytes, 16 before the block of output rows (conv3 writes 2
+    // floats before a tile), and that block.
+    const int64_t padded_w = uses_conv3() ? conv3_row(input[2] + 2 * pad_w_) : input[2] + 2 * pad_w_;
+    floats = padded_image_floats(input[0], input[1] + 2 * pad_h_, padded_w, kernel_w_) + 32 +
              static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w) * padded_w);
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // a chunk of the im2col patch matrix
@@ -814,33 +825,62 @@ constexpr size_t kParallelPadFloats = 256 * 1024;
 std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, int64_t width) const {
   std::lock_guard<std::mutex> lock(plan_mutex_);
   if (plan_ && plan_height_ == height && plan_width_ == width) return plan_;
-  const int64_t padded_w = width + 2 * pad_w_;
-  const int64_t plane = (height + 2 * pad_h_) * padded_w;
-  if (static_cast<uint64_t>(padded_image_floats(in_channels_, height + 2 * pad_h_, padded_w, kernel_w_)) >=
-      (uint64_t{1} << 32))
-    throw ShapeError(describe("padded input too large for 32-bit offsets"));
-  const CsrMatrix& w = sparse_weight();
+  const int64_t padded_h = height + 2 * pad_h_, padded_w = width + 2 * pad_w_;
+  const int64_t plane = padded_h * padded_w;
   auto plan = std::make_shared<DirectPlan>();
-  plan->offsets.resize(w.nnz());
-  for (size_t k = 0; k < w.nnz(); ++k) {
-    const int64_t col = w.narrow_indices() ? w.col16()[k] : w.col32()[k];
-    const int64_t c = col / (kernel_h_ * kernel_w_);
-    const int64_t i = (col / kernel_w_) % kernel_h_;
-    const int64_t j = col % kernel_w_;
-    plan->offsets[k] = static_cast<uint32_t>(c * plane + i * padded_w + j);
-  }
+  plan->conv3 = uses_conv3();
+  const int64_t row = plan->conv3 ? conv3_row(padded_w) : padded_w;
+  plan->row = row;
+  if (static_cast<uint64_t>(padded_image_floats(in_channels_, padded_h, row, kernel_w_)) >= (uint64_t{1} << 32))
+    throw ShapeError(describe("padded input too large for 32-bit offsets"));
   // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
   // (+ 16: a run rarely starts on a cache line), or one span when the tile
   // wraps a padded row.
   const int64_t tile = static_cast<int64_t>(kDirectTile);
-  const int64_t span = std::min((kernel_h_ - 1) * padded_w + tile + kernel_w_ - 1,
+  const int64_t span = std::min((kernel_h_ - 1) * row + tile + kernel_w_ - 1,
                                 kernel_h_ * (tile + kernel_w_ - 1 + 16));
   const int64_t fit = std::max<int64_t>(1, kDirectPanelBytes / (4 * span));
   const size_t panels = static_cast<size_t>((in_channels_ + fit - 1) / fit);
   const int64_t per_panel = (in_channels_ + static_cast<int64_t>(panels) - 1) /
                             static_cast<int64_t>(panels);  // balanced panels
   plan->panels = panels;
-  plan->starts = column_panel_starts(w, per_panel * kernel_h_ * kernel_w_, panels);
+  // Each row's nonzeros by panel, and for conv3 by kernel column within the
+  // panel (group 3 p + j), in CSR order within a group: a counting sort (the
+  // identity without conv3, the panels being ranges of columns).
+  const CsrMatrix& w = sparse_weight();
+  const size_t out_channels = static_cast<size_t>(rows());
+  const size_t per_group = plan->conv3 ? 3 : 1;
+  const size_t groups = panels * per_group;
+  const auto column = [&](size_t k) -> int64_t { return w.narrow_indices() ? w.col16()[k] : w.col32()[k]; };
+  const auto group_of = [&](int64_t col) {
+    const size_t p = static_cast<size_t>(col / (kernel_h_ * kernel_w_) / per_panel);
+    return p * per_group + (plan->conv3 ? static_cast<size_t>(col % kernel_w_) : 0);
+  };
+  plan->offsets.resize(w.nnz());
+  if (plan->conv3) plan->values.resize(w.nnz());
+  plan->starts.assign((groups + 1) * out_channels, 0);
+  std::vector<uint32_t> next(groups);
+  const auto& row_ptr = w.row_ptr();
+  for (size_t r = 0; r < out_channels; ++r) {
+    std::fill(next.begin(), next.end(), 0);
+    for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) ++next[group_of(column(k))];
+    uint32_t start = row_ptr[r];
+    for (size_t g = 0; g < groups; ++g) {
+      plan->starts[g * out_channels + r] = start;
+      start += next[g];
+      next[g] = plan->starts[g * out_channels + r];
+    }
+    plan->starts[groups * out_channels + r] = row_ptr[r + 1];
+    for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
+      const int64_t col = column(k);
+      const int64_t c = col / (kernel_h_ * kernel_w_);
+      const int64_t i = (col / kernel_w_) % kernel_h_;
+      const int64_t j = col % kernel_w_;
+      const uint32_t at = next[group_of(col)]++;
+      plan->offsets[at] = static_cast<uint32_t>(c * padded_h * row + i * row + (plan->conv3 ? 0 : j));
+      if (plan->conv3) plan->values[at] = w.values()[k];
+    }
+  }
   if (can_run(Choice::kDenseDirect)) {
     plan->dense_offsets.resize(static_cast<size_t>(cols()));
     for (int64_t col = 0; col < cols(); ++col) {
@@ -857,9 +897,9 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
 }
 
 void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int64_t width,
-                          int64_t c0, int64_t c1) const {
+                          int64_t row, int64_t c0, int64_t c1) const {
   const int64_t channels = in_channels_;
-  const int64_t padded_h = height + 2 * pad_h_, padded_w = width + 2 * pad_w_;
+  const int64_t padded_h = height + 2 * pad_h_, padded_w = row;
   const size_t padded_plane = static_cast<size_t>(padded_h * padded_w);
   const size_t tail = c1 == channels ? padded_image_floats(channels, padded_h, padded_w, kernel_w_) -
                                            static_cast<size_t>(channels) * padded_plane
@@ -875,7 +915,8 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
     for (int64_t y = 0; y < height; ++y) {
       float* row = plane + (y + pad_h_) * padded_w + pad_w_;
       std::memcpy(row, source + y * width, sizeof(float) * width);
-      const size_t gap = y + 1 < height ? 2 * pad_w : pad_w + static_cast<size_t>(pad_h_ * padded_w);
+      const size_t right = static_cast<size_t>(padded_w - width) - pad_w;  // pad_w, or more past a wider row
+      const size_t gap = y + 1 < height ? right + pad_w : right + static_cast<size_t>(pad_h_ * padded_w);
       std::memset(row + width, 0, sizeof(float) * gap);
     }
   }
@@ -883,36 +924,37 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
 }
 
 void Conv2d::pad_image(const ForwardContext& ctx, const float* image, float* padded,
-                       int64_t height, int64_t width, bool all_workers) const {
+                       int64_t height, int64_t width, int64_t row, bool all_workers) const {
   // Padding in parallel only when the image is large (VGG's 224x224 maps):
   // another fork-join costs more than copying a small one.
-  const size_t size = padded_image_floats(in_channels_, height + 2 * pad_h_, width + 2 * pad_w_, kernel_w_);
+  const size_t size = padded_image_floats(in_channels_, height + 2 * pad_h_, row, kernel_w_);
   if (!all_workers || ctx.pool == nullptr || ctx.num_workers <= 1 || size < kParallelPadFloats)
-    return pad_channels(image, padded, height, width, 0, in_channels_);
+    return pad_channels(image, padded, height, width, row, 0, in_channels_);
   const int64_t tasks = static_cast<int64_t>(std::min<size_t>(ctx.num_workers, static_cast<size_t>(in_channels_)));
   ctx.pool->parallel_for(static_cast<size_t>(tasks), [&](size_t t, size_t) {
     const int64_t task = static_cast<int64_t>(t);
-    pad_channels(image, padded, height, width, task * in_channels_ / tasks, (task + 1) * in_channels_ / tasks);
+    pad_channels(image, padded, height, width, row, task * in_channels_ / tasks, (task + 1) * in_channels_ / tasks);
   });
 }
 
 void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
                             const ForwardContext& ctx) const {
   const int64_t channels = in.shape[0], height = in.shape[1], width = in.shape[2];
-  const int64_t padded_h = height + 2 * pad_h_, padded_w = width + 2 * pad_w_;
+  const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
+  const int64_t padded_h = height + 2 * pad_h_, padded_w = plan->row;
   const int64_t out_h = out.shape[1], out_w = out.shape[2];
   const size_t in_stride = static_cast<size_t>(channels * height * width);
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
   const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
-  const size_t padded_size = padded_image_floats(channels, padded_h, padded_w, kernel_w_);
-  const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
+  const size_t padded_size = padded_image_floats(channels, padded_h, padded_w, kernel_w_) + 16;  // see scratch_floats
   const auto pad_one = [&](const float* image, float* padded) {
-    pad_image(ctx, image, padded, height, width, false);
+    pad_image(ctx, image, padded, height, width, padded_w, false);
   };
   const int64_t block_rows = direct_block_rows(out_h, padded_w);
   const int64_t blocks = (out_h + block_rows - 1) / block_rows;
   const size_t out_channels = static_cast<size_t>(rows());
   const size_t panels = plan->panels;
+  const Conv3Kernel conv3 = kernel_table(isa()).conv3;
   // Output rows [y0, y1) of output channels [r0, r1): the input runs start at
   // padded + y0 * padded_w. Tile by tile, each tile panel by panel.
   const auto block = [&](const float* padded, float* out_image, int64_t index, float* tile,
@@ -923,6 +965,13 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
     for (size_t c0 = 0; c0 < n; c0 += kDirectTile) {
       const size_t c1 = std::min(n, c0 + kDirectTile);
       for (size_t p = 0; p < panels; ++p) {
+        if (plan->conv3) {  // it also finishes the tile before's last two positions
+          const bool finish = p + 1 == panels;
+          const Epilogue ep{finish && !bias().empty() ? bias().data() : nullptr, finish && ctx.fuse_relu, p > 0};
+          conv3(plan->values.data(), plan->offsets.data(), plan->starts.data() + 3 * p * out_channels,
+                out_channels, x, ep, r0, r1, c0, c1, tile, n);
+          continue;
+        }
         const uint32_t* starts = plan->starts.data() + p * out_channels;
         sparse_offsets_tile(plan->offsets.data(), starts, starts + out_channels, x, r0, r1, c0,
                             c1, tile, n, p > 0, p + 1 == panels, ctx.fuse_relu);
@@ -933,8 +982,13 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
         std::memcpy(out_image + r * out_plane + y * out_w, tile + r * n + (y - y0) * padded_w,
                     sizeof(float) * out_w);
   };
+  // A worker's padded image at the first 64-byte boundary of its scratch.
+  const auto padded_of = [&](size_t worker) {
+    const uintptr_t at = reinterpret_cast<uintptr_t>(ctx.scratch + worker * ctx.scratch_per_worker);
+    return reinterpret_cast<float*>((at + 63) & ~uintptr_t{63});
+  };
   const auto tile_of = [&](size_t worker) {
-    return ctx.scratch + worker * ctx.scratch_per_worker + padded_size;
+    return padded_of(worker) + padded_size;
   };
   // Output channels in groups whose nonzeros (value and offset, 8 bytes each)
   // take about kDirectGroupBytes, each group tile by tile over the block.
@@ -953,15 +1007,15 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   if (ctx.pool == nullptr || workers <= 1 ||
       work * static_cast<double>(batch) < kMinParallelDirectWork) {
     for (size_t image = 0; image < batch; ++image) {
-      pad_one(in.data + image * in_stride, ctx.scratch);
+      pad_one(in.data + image * in_stride, padded_of(0));
       for (int64_t b = 0; b < blocks; ++b)
-        all_rows(ctx.scratch, out.data + image * out_stride, b, tile_of(0));
+        all_rows(padded_of(0), out.data + image * out_stride, b, tile_of(0));
     }
     return;
   }
   if (batch >= workers) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
-      float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
+      float* padded = padded_of(worker);
       pad_one(in.data + image * in_stride, padded);
       for (int64_t b = 0; b < blocks; ++b)
         all_rows(padded, out.data + image * out_stride, b, tile_of(worker));
@@ -979,11 +1033,11 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   chunks = std::min((chunks + workers - 1) / workers * workers,
                     std::max<size_t>(1, out_channels / 8));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, true);
+    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(static_cast<size_t>(blocks) * chunks, [&](size_t task, size_t worker) {
       const size_t b = task / chunks, j = task % chunks;
-      block(ctx.scratch, out_image, static_cast<int64_t>(b), tile_of(worker),
+      block(padded_of(0), out_image, static_cast<int64_t>(b), tile_of(worker),
             j * out_channels / chunks, (j + 1) * out_channels / chunks);
     });
   }
@@ -1074,7 +1128,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const double work = static_cast<double>(channels_out * k) * static_cast<double>(out_plane);
   if (ctx.pool == nullptr || workers <= 1 || work * static_cast<double>(batch) < kMinParallelDenseDirectWork) {
     for (size_t image = 0; image < batch; ++image) {
-      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, false);
+      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, false);
       whole_image(ctx.scratch, out.data + image * out_stride);
     }
     return;
@@ -1082,7 +1136,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   if (batch >= workers) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
       float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
-      pad_image(ctx, in.data + image * in_stride, padded, height, width, false);
+      pad_image(ctx, in.data + image * in_stride, padded, height, width, padded_w, false);
       whole_image(padded, out.data + image * out_stride);
     });
     return;
@@ -1096,7 +1150,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const size_t row_chunks = std::min<size_t>(
       static_cast<size_t>(out_h), std::max<size_t>(2, (4 * workers + tile_chunks - 1) / tile_chunks));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, true);
+    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(tile_chunks * row_chunks, [&](size_t task, size_t) {
       const size_t g = task / row_chunks, c = task % row_chunks;

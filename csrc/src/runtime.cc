@@ -39,6 +39,14 @@ bool cpu_has_avx512vl() {
 #endif
 }
 
+bool avx512_kernels_enabled() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("SPARSENET_AVX512");
+    return cpu_has_avx512vl() && !(env != nullptr && std::string(env) == "0");
+  }();
+  return enabled;
+}
+
 const char* isa_name(Isa isa) { return isa == Isa::kAvx2 ? "avx2" : "scalar"; }
 
 // Read at every layer construction (cheap), so that a process can build layers
@@ -64,10 +72,11 @@ const KernelTable& kernel_table(Isa isa) {
                                   f32_conv_dense_scalar, f32_maxpool2x2_scalar,
                                   f32_winograd_input_scalar, f32_winograd_output_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
-                                cpu_has_avx512vl() ? f32_csrmv_u16_l1_avx512 : f32_csrmv_u16_l1_avx2,
+                                avx512_kernels_enabled() ? f32_csrmv_u16_l1_avx512 : f32_csrmv_u16_l1_avx2,
                                 f32_csrmv_u16_l1_avx2, f32_csrmm_u16_avx2, f32_csrmm_u32_avx2,
                                 f32_conv_dense_avx2, f32_maxpool2x2_avx2,
-                                f32_winograd_input_avx2, f32_winograd_output_avx2};
+                                f32_winograd_input_avx2, f32_winograd_output_avx2,
+                                avx512_kernels_enabled() ? f32_conv3_avx512 : nullptr};
   if (isa == Isa::kAvx2) {
     if (!cpu_has_avx2_fma()) throw FormatError("the avx2 kernels need a CPU with AVX2+FMA");
     return avx2;

@@ -45,6 +45,7 @@ def kernel_info() -> dict:
     """Which kernels run: the ISA new layers use, why, the BLAS, the thread count."""
     forced = os.environ.get("SPARSENET_ISA") or None
     isa = _core.active_isa()
+    avx512 = isa == "avx2" and _core.avx512_kernels()
     return {
         "isa": isa,
         "forced_by": "SPARSENET_ISA" if forced else None,
@@ -52,12 +53,17 @@ def kernel_info() -> dict:
         "kernels": {
             "csrmv": [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"],
             # x in L1 read by loads, where they beat gathers: matrix in cache, vector panels
-            "csrmv_x_loads": ([("f32_csrmv_u16_l1_avx512" if _core.cpu_has_avx512vl() else "f32_csrmv_u16_l1_avx2"),
+            "csrmv_x_loads": ([("f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2"),
                                "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else []),
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
-            "conv2d": "sparse: direct convolution on csrmm (stride 1), im2col + csrmm (other strides); "
-                      "dense: im2col + sgemm; auto also: dense direct, dense Winograd (stride 1, 3x3 / 5x5)",
+            # direct convolution of 3-wide kernels with aligned loads
+            "conv3": ["f32_conv3_avx512"] if avx512 else [],
+            "conv2d": "sparse: direct convolution on csrmm, or conv3 for 3-wide kernels (stride 1), "
+                      "im2col + csrmm (other strides); dense: im2col + sgemm; auto also: dense direct, "
+                      "dense Winograd (stride 1, 3x3 / 5x5)",
         },
+        # AVX-512 kernels in the avx2 table: the CPU has AVX-512F+VL and SPARSENET_AVX512 is not 0
+        "avx512_kernels": bool(avx512),
         # batch-1 layers whose nonzeros outgrow half of it prefetch them from memory
         "last_level_cache_bytes": _core.last_level_cache_bytes(),
         "blas": _core.blas_info() + "; single-threaded calls from sparsenet's pool",

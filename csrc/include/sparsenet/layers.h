@@ -289,8 +289,9 @@ class Linear : public WeightedLayer {
 // becomes an offset into the zero-padded input, so an output row is a sum of
 // weights times contiguous input runs, with no im2col lowering; computed in
 // 64-column tiles for all output channels of a group (so a tile's input is
-// reused from L1), over panels of input channels. Sparse, other strides:
-// im2col then CSR SpMM.
+// reused from L1), over panels of input channels; 3-wide kernels on CPUs with
+// AVX-512 take the conv3 kernel, whose loads are all aligned (kernels.h).
+// Sparse, other strides: im2col then CSR SpMM.
 class Conv2d : public WeightedLayer {
  public:
   // same_padding: the padding is TensorFlow / ONNX 'SAME' (out = ceil(in /
@@ -308,6 +309,9 @@ class Conv2d : public WeightedLayer {
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
   bool can_run(Choice choice) const override;
+  // Whether sparse direct convolution runs KernelTable::conv3: stride 1, a
+  // 3-wide kernel, and the layer's kernel table has it (AVX-512).
+  bool uses_conv3() const;
 
  private:
   bool is_pointwise() const;  // 1x1, stride 1, no padding: im2col is the input itself
@@ -321,10 +325,18 @@ class Conv2d : public WeightedLayer {
   // padded (C, height + 2*pad_h, width + 2*pad_w) image, and the nonzeros split
   // into panels of input channels (see DirectPlan in layers.cc). Cached per size.
   struct DirectPlan {
-    std::vector<uint32_t> offsets;  // nnz
+    std::vector<uint32_t> offsets;  // nnz, in the order of starts
     size_t panels = 0;              // channel panels
-    // starts[p * rows + r]: row r's first nonzero in panel p; p == panels: the row's end.
+    // Floats from one padded row to the next: padded_w, or for conv3 (3-wide
+    // kernels on KernelTable::conv3) padded_w rounded up to a multiple of 8.
+    int64_t row = 0;
+    bool conv3 = false;
+    // starts[g * rows + r]: row r's first nonzero in group g, g == groups: the
+    // row's end. A group is a panel, or for conv3 one kernel column j of panel
+    // p (g = 3 p + j), whose offsets then leave j out and whose values are in
+    // `values` (a row's nonzeros reordered by group).
     std::vector<uint32_t> starts;
+    std::vector<float> values;  // conv3 only
     // Dense direct convolution: weight column i's offset in the padded image
     // (cols() entries; empty unless the layer can_run(Choice::kDenseDirect)).
     std::vector<uint32_t> dense_offsets;
@@ -352,12 +364,14 @@ class Conv2d : public WeightedLayer {
   void forward_winograd(const TensorView& in, const MutableTensorView& out,
                         const ForwardContext& ctx) const;
   // Channels [c0, c1) of one image into its zero-padded copy (padded_image_floats
-  // in layers.cc), the tail past the last plane too when c1 == in_channels.
-  void pad_channels(const float* image, float* padded, int64_t height, int64_t width, int64_t c0,
-                    int64_t c1) const;
+  // in layers.cc) with rows `row` floats apart (>= width + 2 pad_w), the tail
+  // past the last plane too when c1 == in_channels.
+  void pad_channels(const float* image, float* padded, int64_t height, int64_t width, int64_t row,
+                    int64_t c0, int64_t c1) const;
   // The whole image; large ones split over the pool's workers if all_workers.
   void pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
-                 int64_t width, bool all_workers) const;
+                 int64_t width, int64_t row, bool all_workers) const;
+
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   bool same_padding_;

@@ -1,0 +1,42 @@
+// KernelTable::conv3's contract (kernels.h) computed the obvious way: the
+// reference the AVX-512 kernel is tested against (no table runs it; the
+// scalar ISA's direct convolution uses csrmm with the kernel column in the
+// offsets).
+#include <algorithm>
+#include <vector>
+
+#include "../../src/kernels.h"
+
+namespace sparsenet {
+
+void f32_conv3_scalar(const float* values, const uint32_t* offsets, const uint32_t* groups,
+                      size_t stride, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
+                      size_t col_begin, size_t col_end, float* y, size_t ldy) {
+  constexpr size_t kTile = 64;
+  std::vector<float> z(3 * kTile);
+  for (size_t c0 = col_begin; c0 < col_end; c0 += kTile) {
+    const size_t end = std::min(c0 + kTile, col_end);
+    for (size_t r = row_begin; r < row_end; ++r) {
+      for (size_t j = 0; j < 3; ++j)
+        for (size_t q = 0; q < kTile; ++q) {
+          float sum = 0.0f;
+          for (uint32_t k = groups[j * stride + r]; k < groups[(j + 1) * stride + r]; ++k)
+            sum += values[k] * x[offsets[k] + c0 + q];
+          z[j * kTile + q] = sum;
+        }
+      // Positions p in [c0 - 2, end), relative to the tile: z_j at q = p + j
+      // where q is in the tile. y has room for positions c0 - 2 and c0 - 1.
+      float* yr = y + r * ldy + c0;
+      for (int64_t p = -2; p < static_cast<int64_t>(end - c0); ++p) {
+        float sum = 0.0f;
+        for (int64_t j = 0; j < 3; ++j)
+          if (p + j >= 0 && p + j < static_cast<int64_t>(kTile)) sum += z[j * kTile + static_cast<size_t>(p + j)];
+        float v = ep.accumulate || p < 0 ? yr[p] + sum : sum;
+        if (p < static_cast<int64_t>(kTile) - 2) v = apply_epilogue(v, ep, r);
+        yr[p] = v;
+      }
+    }
+  }
+}
+
+}  // namespace sparsenet
