@@ -194,7 +194,7 @@ def _torch_runner(ops: Sequence[Op]) -> PeerRunner:
     for op in ops:
         if op.kind in ("linear", "conv2d"):
             w = torch.from_numpy(dense_of(op.weight).reshape(op.weight.shape))
-            b = None if op.bias is None else torch.from_numpy(op.bias)
+            b = None if op.bias is None else torch.from_numpy(op.bias.copy())  # a built layer's bias is read-only
             if op.kind == "linear":
                 steps.append(lambda t, w=w, b=b: F.linear(t, w, b))
             else:
@@ -227,9 +227,9 @@ def _torch_csr_runner(ops: Sequence[Op]) -> PeerRunner:
         warnings.simplefilter("ignore", UserWarning)
         w = torch.sparse_csr_tensor(torch.from_numpy(weight.indptr.astype(np.int64)),
                                     torch.from_numpy(weight.indices.astype(np.int64)),
-                                    torch.from_numpy(weight.data), size=(weight.rows, weight.cols),
+                                    torch.from_numpy(weight.data.copy()), size=(weight.rows, weight.cols),
                                     check_invariants=False)
-    b = None if op.bias is None else torch.from_numpy(op.bias)
+    b = None if op.bias is None else torch.from_numpy(op.bias.copy())
 
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
