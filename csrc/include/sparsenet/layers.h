@@ -322,8 +322,8 @@ class Conv2d : public WeightedLayer {
   void forward_with(Choice choice, const TensorView& in, const MutableTensorView& out,
                     const ForwardContext& ctx) const;
   // How direct convolution walks one input size: each nonzero's offset into the
-  // padded (C, height + 2*pad_h, width + 2*pad_w) image, and the nonzeros split
-  // into panels of input channels (see DirectPlan in layers.cc). Cached per size.
+  // padded (C, height + 2*pad_h, row) image, and the nonzeros split into panels
+  // of input channels (see direct_plan in layers.cc). Cached per size.
   struct DirectPlan {
     std::vector<uint32_t> offsets;  // nnz, in the order of starts
     size_t panels = 0;              // channel panels
@@ -371,7 +371,6 @@ class Conv2d : public WeightedLayer {
   // The whole image; large ones split over the pool's workers if all_workers.
   void pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
                  int64_t width, int64_t row, bool all_workers) const;
-
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   bool same_padding_;
