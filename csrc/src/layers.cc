@@ -908,6 +908,7 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
   // rows with the first row's left pad, then after each row its right pad with
   // the next row's left pad (the bottom rows after the last).
   const size_t pad_w = static_cast<size_t>(pad_w_);
+  const size_t right = static_cast<size_t>(padded_w - width) - pad_w;  // pad_w, or more past a wider row
   for (int64_t c = c0; c < c1; ++c) {
     float* plane = padded + static_cast<size_t>(c) * padded_plane;
     const float* source = image + c * height * width;
@@ -915,7 +916,6 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
     for (int64_t y = 0; y < height; ++y) {
       float* row = plane + (y + pad_h_) * padded_w + pad_w_;
       std::memcpy(row, source + y * width, sizeof(float) * width);
-      const size_t right = static_cast<size_t>(padded_w - width) - pad_w;  // pad_w, or more past a wider row
       const size_t gap = y + 1 < height ? right + pad_w : right + static_cast<size_t>(pad_h_ * padded_w);
       std::memset(row + width, 0, sizeof(float) * gap);
     }

@@ -14,10 +14,10 @@
 // [c0 - 2, c0 + 64) of the tile [c0, c0 + 64), see kernels.h for what is
 // final when. Zen 4, one thread, a VGG conv4_2-like panel at 10 % in L1
 // (C++ probe): 60 GFLOP/s for the AVX2 csrmm tile, 73 here net of the wider
-// rows (a 16-lane csrmm tile without the grouping: 63-67). Whole layers, one
-// thread, 10 %: conv4_2 -17 %, conv3_2 -12 %, conv5_2 -10 %, conv1_2 and
-// conv2_2 -5-9 %; at Han's densities conv4_2 (30 %) -23 %, conv3_1 (53 %)
-// -18 %, conv1_2 (22 %) -15 %.
+// rows (a 16-lane csrmm tile without the grouping: 63-67). Whole VGG-16
+// layers at Han's densities against the csrmm tile, bench medians in
+// alternating processes (docs/performance.md): 1.04-1.30x on one thread,
+// 0.97-1.69x on two; conv4_2 at 10 %: 1.06x / 1.19x.
 // Built with -mavx2 -mfma -mavx512f -mavx512vl only.
 #include <immintrin.h>
 
