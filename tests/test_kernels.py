@@ -587,7 +587,7 @@ def test_conv_dense_avx2_matches_scalar(rng, n):
 
 
 needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
-CONV3_KERNELS = ["scalar", pytest.param("avx512", marks=needs_avx512)]
+CONV3_KERNELS = ["scalar", pytest.param("avx2", marks=needs_avx2), pytest.param("avx512", marks=needs_avx512)]
 
 
 def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias=None, relu=False,
@@ -642,12 +642,12 @@ def test_conv3_matches_its_contract(rng, kernel, cols, epilogue):
     check(y, conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias, relu, accumulate))
 
 
-@needs_avx512
-def test_conv3_avx512_matches_scalar(rng):
+@pytest.mark.parametrize("kernel", CONV3_KERNELS[1:])
+def test_conv3_matches_scalar(rng, kernel):
     values, offsets, groups, x = conv3_case(rng, rows=40, per_group=(0, 60), x_size=5000)
     y_init = rng.standard_normal((40, 330)).astype(np.float32)
     bias = rng.standard_normal(40).astype(np.float32)
-    a = _core._raw_conv3_kernel("avx512", values, offsets, groups, x, 2, 330, y_init, bias=bias, relu=True)
+    a = _core._raw_conv3_kernel(kernel, values, offsets, groups, x, 2, 330, y_init, bias=bias, relu=True)
     b = _core._raw_conv3_kernel("scalar", values, offsets, groups, x, 2, 330, y_init, bias=bias, relu=True)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
@@ -656,7 +656,7 @@ def test_bad_conv3_arguments(rng):
     values, offsets, groups, x = conv3_case(rng)
     y = np.zeros((5, 100), np.float32)
     with pytest.raises(FormatError, match="not one of"):
-        _core._raw_conv3_kernel("avx2", values, offsets, groups, x, 2, 66, y)
+        _core._raw_conv3_kernel("neon", values, offsets, groups, x, 2, 66, y)
     with pytest.raises(ShapeError, match="col_begin"):
         _core._raw_conv3_kernel("scalar", values, offsets, groups, x, 0, 66, y)
     with pytest.raises(ShapeError, match="groups must be"):

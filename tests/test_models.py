@@ -258,7 +258,7 @@ def test_conv_with_a_deep_input(rng, backend, batch):
 @pytest.mark.parametrize("threads, batch", [(1, 1), (2, 1), (2, 3)])
 def test_direct_convolutions_in_a_row_pad_over_what_the_last_one_left(rng, restore_threads, threads, batch):
     """Consecutive direct convolutions share the scratch where each pads its
-    input, zeroing only the border: every padding column (on CPUs with AVX-512,
+    input, zeroing only the border: every padding column (with the avx2 kernels,
     3-wide kernels pad rows to a multiple of 8 floats: 36 -> 40, 19 -> 24) must
     be zero again, whatever the layer before left there. A Keras VGG caught
     this: left pads of the second convolution's rows held the first's sums."""
@@ -271,7 +271,7 @@ def test_direct_convolutions_in_a_row_pad_over_what_the_last_one_left(rng, resto
               MaxPool2d(2), Conv2d(weights[2], biases[2], padding=1), ReLU(),
               Conv2d(weights[3], biases[3], padding=2), Conv2d(weights[4], biases[4], padding=(1, 2))]
     model = Model(layers, backend="sparse")
-    conv3 = sparsenet._core.avx512_kernels() and sparsenet._core.active_isa() == "avx2"
+    conv3 = sparsenet._core.active_isa() == "avx2"
     assert [layer._core._uses_conv3 for layer in model.layers if layer.kind == "conv2d"] == [conv3] * 4 + [False]
     for _ in range(2):
         x = rng.standard_normal((batch, 3, 32, 30)).astype(np.float32)
@@ -575,7 +575,7 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["avx512_kernels"] == avx512
     expected_l1 = "f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2"
     assert info["kernels"]["csrmv_x_loads"] == ([expected_l1, "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else [])
-    assert info["kernels"]["conv3"] == (["f32_conv3_avx512"] if avx512 else [])
+    assert info["kernels"]["conv3"] == (["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [])
     assert "direct convolution" in info["kernels"]["conv2d"]
 
 
@@ -589,6 +589,46 @@ def test_avx512_kernels_can_be_switched_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split("[")[0].strip() == "False"
     assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out
+    assert ("f32_conv3_avx2" in out) == sparsenet._core.cpu_has_avx2_fma()
+
+
+AVX2_CONV3_SCRIPT = '''
+import sys
+import numpy as np
+import sparsenet
+from sparsenet import Conv2d, Model, ReLU
+case = np.load(sys.argv[1])
+assert not sparsenet.kernel_info()["avx512_kernels"]
+model = Model([Conv2d(case["w0"], case["b0"], padding=1), ReLU(), Conv2d(case["w1"], case["b1"], padding=1)],
+              backend="sparse")
+assert [layer._core._uses_conv3 for layer in model.layers if layer.kind == "conv2d"] == [True, True]
+out = {}
+for threads in (1, 2):
+    sparsenet.set_num_threads(threads)
+    out[f"y{threads}"] = model(case["x"])
+np.savez(sys.argv[2], **out)
+'''
+
+
+@pytest.mark.skipif(not sparsenet._core.cpu_has_avx2_fma(), reason="this CPU lacks AVX2+FMA")
+def test_avx2_conv3_kernel_in_whole_layers(rng, tmp_path):
+    """On CPUs with AVX-512 the suite's 3-wide convolutions run conv3's
+    AVX-512 kernel; here the AVX2 one (SPARSENET_AVX512=0) runs whole layers in
+    a subprocess: 96 input channels in several panels that accumulate, rows of
+    30 + 2 padded to 32 and 23 rows (partial last tiles), bias and fused ReLU,
+    one and two threads."""
+    w0, w1 = sparse_dense_array((24, 96, 3, 3), 0.3, rng), sparse_dense_array((10, 24, 3, 3), 0.5, rng)
+    b0, b1 = rng.standard_normal(24).astype(np.float32), rng.standard_normal(10).astype(np.float32)
+    x = rng.standard_normal((2, 96, 23, 30)).astype(np.float32)
+    np.savez(tmp_path / "case.npz", x=x, w0=w0, b0=b0, w1=w1, b1=b1)
+    env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("SPARSENET_ISA", None)
+    subprocess.run([sys.executable, "-c", AVX2_CONV3_SCRIPT, str(tmp_path / "case.npz"), str(tmp_path / "out.npz")],
+                   env=env, check=True)
+    expected = ref_conv2d(ref_relu(ref_conv2d(x, w0, b0, 1, 1)), w1, b1, 1, 1)
+    out = np.load(tmp_path / "out.npz")
+    assert_close(out["y1"], expected)
+    assert_close(out["y2"], expected)
 
 
 def test_kernel_info_by_default(no_isa_env):

@@ -183,11 +183,15 @@ FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
                             const std::optional<FloatArray>& bias, bool relu, bool accumulate) {
   Conv3Kernel run = nullptr;
   if (kernel == "scalar") run = f32_conv3_scalar;
+  if (kernel == "avx2") {
+    if (!cpu_has_avx2_fma()) throw FormatError("the avx2 conv3 kernel needs a CPU with AVX2 and FMA");
+    run = f32_conv3_avx2;
+  }
   if (kernel == "avx512") {
     if (!cpu_has_avx512vl()) throw FormatError("the avx512 conv3 kernel needs a CPU with AVX-512F and VL");
     run = f32_conv3_avx512;
   }
-  if (run == nullptr) throw FormatError("kernel '" + kernel + "' is not one of: avx512, scalar");
+  if (run == nullptr) throw FormatError("kernel '" + kernel + "' is not one of: avx512, avx2, scalar");
   if (y_init.ndim() != 2) throw ShapeError("y_init must be (rows, ldy)");
   const int64_t rows = y_init.shape(0), ldy = y_init.shape(1);
   if (groups.ndim() != 2 || groups.shape(0) != 4 || groups.shape(1) != rows)
@@ -519,7 +523,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("_raw_conv3_kernel", &raw_conv3_kernel, py::arg("kernel"), py::arg("values"), py::arg("offsets"),
         py::arg("groups"), py::arg("x"), py::arg("col_begin"), py::arg("col_end"), py::arg("y_init"),
         py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("accumulate") = false,
-        "Run a conv3 kernel ('avx512' or the 'scalar' reference) once over all rows (tests only).");
+        "Run a conv3 kernel ('avx512', 'avx2' or the 'scalar' reference) once over all rows (tests only).");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
   m.def("_all_finite", [](const FloatArray& a) { return all_finite(a.data(), static_cast<size_t>(a.size())); },

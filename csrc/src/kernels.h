@@ -125,7 +125,8 @@ bool cpu_has_avx512vl();
 // AVX2 kernels alone, as on a CPU without AVX-512.
 bool avx512_kernels_enabled();
 
-// Direct convolution of 3-wide kernels with aligned loads (f32_conv3_avx512.cc).
+// Direct convolution of 3-wide kernels with aligned loads (f32_conv3_avx512.cc,
+// f32_conv3_avx2.cc).
 // Row r's nonzeros come in three groups by kernel column j,
 // [groups[j * stride + r], groups[(j + 1) * stride + r]), their offsets
 // without j. For rows r in [row_begin, row_end) and each tile of 64 positions
@@ -142,6 +143,8 @@ using Conv3Kernel = void (*)(const float* values, const uint32_t* offsets, const
                              size_t row_end, size_t col_begin, size_t col_end, float* y, size_t ldy);
 void f32_conv3_avx512(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
                       size_t, size_t, size_t, size_t, float*, size_t);
+void f32_conv3_avx2(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
+                    size_t, size_t, size_t, size_t, float*, size_t);
 void f32_conv3_scalar(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
                       size_t, size_t, size_t, size_t, float*, size_t);  // the reference (tests)
 
@@ -163,8 +166,9 @@ struct KernelTable {
   MaxPool2x2Kernel maxpool2x2;
   WinogradInputKernel winograd_input;
   WinogradOutputKernel winograd_output;
-  // Direct convolution of 3-wide kernels: the AVX-512 kernel in the avx2 table
-  // where avx512_kernels_enabled(), else none (Conv2d uses csrmm).
+  // Direct convolution of 3-wide kernels: in the avx2 table the AVX-512 kernel
+  // where avx512_kernels_enabled(), else the AVX2 one; none in the scalar
+  // table (Conv2d uses csrmm there).
   Conv3Kernel conv3 = nullptr;
 };
 

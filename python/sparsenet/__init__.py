@@ -57,7 +57,7 @@ def kernel_info() -> dict:
                                "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else []),
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
             # direct convolution of 3-wide kernels with aligned loads
-            "conv3": ["f32_conv3_avx512"] if avx512 else [],
+            "conv3": ["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [],
             "conv2d": "sparse: direct convolution on csrmm, or conv3 for 3-wide kernels (stride 1), "
                       "im2col + csrmm (other strides); dense: im2col + sgemm; auto also: dense direct, "
                       "dense Winograd (stride 1, 3x3 / 5x5)",

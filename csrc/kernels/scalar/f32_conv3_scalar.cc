@@ -1,5 +1,5 @@
 // KernelTable::conv3's contract (kernels.h) computed the obvious way: the
-// reference the AVX-512 kernel is tested against (no table runs it; the
+// reference the AVX-512 and AVX2 kernels are tested against (no table runs it; the
 // scalar ISA's direct convolution uses csrmm with the kernel column in the
 // offsets).
 #include <algorithm>
