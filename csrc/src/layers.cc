@@ -753,8 +753,21 @@ namespace {
 // runs of a few hundred columns. About this many columns per block:
 constexpr int64_t kDirectBlockColumns = 512;
 
-int64_t direct_block_rows(int64_t out_h, int64_t padded_w) {
-  return std::max<int64_t>(1, std::min<int64_t>(out_h, kDirectBlockColumns / padded_w));
+// conv3 computes whole 64-position tiles (the last one of a block past its
+// end): it takes, among heights from that up to 4x, the one whose blocks
+// compute the fewest positions. VGG's 224x224 maps (rows of 232): blocks of
+// 8 rows, 29 whole tiles, instead of 2 rows, 7.25 tiles (9 % of the FMAs
+// wasted); 112x112 (rows of 120): 8 rows, 15 tiles, instead of 4, 7.5.
+int64_t direct_block_rows(int64_t out_h, int64_t padded_w, bool whole_tiles) {
+  const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(out_h, kDirectBlockColumns / padded_w));
+  if (!whole_tiles) return rows;
+  const auto tiles = [&](int64_t n) { return (n * padded_w + 63) / 64; };
+  int64_t best = rows, best_tiles = 0;
+  for (int64_t r = rows; r <= std::min(out_h, 4 * rows); ++r) {
+    const int64_t computed = out_h / r * tiles(r) + tiles(out_h % r);
+    if (r == rows || computed < best_tiles) best = r, best_tiles = computed;
+  }
+  return best;
 }
 
 // Floats of a zero-padded image (channels x padded_h x padded_w) plus the tail
@@ -792,7 +805,7 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
     // floats before a tile), and that block.
     const int64_t padded_w = uses_conv3() ? conv3_row(input[2] + 2 * pad_w_) : input[2] + 2 * pad_w_;
     floats = padded_image_floats(input[0], input[1] + 2 * pad_h_, padded_w, kernel_w_) + 32 +
-             static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w) * padded_w);
+             static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w, uses_conv3()) * padded_w);
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // a chunk of the im2col patch matrix
     floats = std::max(floats, static_cast<size_t>(cols()) *
@@ -950,7 +963,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   const auto pad_one = [&](const float* image, float* padded) {
     pad_image(ctx, image, padded, height, width, padded_w, false);
   };
-  const int64_t block_rows = direct_block_rows(out_h, padded_w);
+  const int64_t block_rows = direct_block_rows(out_h, padded_w, plan->conv3);
   const int64_t blocks = (out_h + block_rows - 1) / block_rows;
   const size_t out_channels = static_cast<size_t>(rows());
   const size_t panels = plan->panels;
