@@ -770,18 +770,29 @@ int64_t direct_block_rows(int64_t out_h, int64_t padded_w, bool whole_tiles) {
   return best;
 }
 
-// Floats of a zero-padded image (channels x padded_h x padded_w) plus the tail
-// that direct convolution's loads run over past the last plane: a sparse tile's
-// last run reaches kernel_w - 1 past it, a dense tile's 16-float loads up to
-// 15, a conv3 tile's loads up to 63 (it computes whole 64-position tiles).
-size_t padded_image_floats(int64_t channels, int64_t padded_h, int64_t padded_w, int64_t kernel_w) {
-  return static_cast<size_t>(channels * padded_h * padded_w + std::max<int64_t>(kernel_w, 64));
+// Floats of a zero-padded image (channels planes `plane` floats apart) plus
+// the tail that direct convolution's loads run over past the last plane: a
+// sparse tile's last run reaches kernel_w - 1 past it, a dense tile's 16-float
+// loads up to 15, a conv3 tile's loads up to 63 (it computes whole 64-position
+// tiles).
+size_t padded_image_floats(int64_t channels, int64_t plane, int64_t kernel_w) {
+  return static_cast<size_t>(channels * plane + std::max<int64_t>(kernel_w, 64));
 }
 
 // conv3's padded rows: a multiple of 8 floats apart, so that with the image
 // 64-byte aligned and the kernel column out of the offsets every load of a
 // tile is 32-byte aligned (the extra columns are computed and discarded).
 int64_t conv3_row(int64_t padded_w) { return (padded_w + 7) / 8 * 8; }
+
+// Floats from one channel's padded plane to the next: padded_h rows, for conv3
+// 16 more where that would be an even number of 64-byte lines. A panel's runs
+// for one tile sit at the same place in each plane; planes a power-of-two
+// number of lines apart put them in a few L1 sets only (VGG's 14x14 maps: 16x16
+// planes, 16 lines, every fourth set: a quarter of the L1 for the panel).
+int64_t direct_plane(int64_t padded_h, int64_t row, bool conv3) {
+  const int64_t plane = padded_h * row;
+  return conv3 && plane % 32 == 0 ? plane + 16 : plane;
+}
 
 // im2col lowers at most about this many floats (4 MiB) at a time: whole rows
 // of output, at least one. The whole patch matrix of VGG's conv1_2 (576 x
@@ -804,7 +815,8 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
     // align it to 64 bytes, 16 before the block of output rows (conv3 writes 2
     // floats before a tile), and that block.
     const int64_t padded_w = uses_conv3() ? conv3_row(input[2] + 2 * pad_w_) : input[2] + 2 * pad_w_;
-    floats = padded_image_floats(input[0], input[1] + 2 * pad_h_, padded_w, kernel_w_) + 32 +
+    const int64_t plane = direct_plane(input[1] + 2 * pad_h_, padded_w, uses_conv3());
+    floats = padded_image_floats(input[0], plane, kernel_w_) + 32 +
              static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w, uses_conv3()) * padded_w);
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // a chunk of the im2col patch matrix
@@ -844,7 +856,8 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   plan->conv3 = uses_conv3();
   const int64_t row = plan->conv3 ? conv3_row(padded_w) : padded_w;
   plan->row = row;
-  if (static_cast<uint64_t>(padded_image_floats(in_channels_, padded_h, row, kernel_w_)) >= (uint64_t{1} << 32))
+  plan->plane = direct_plane(padded_h, row, plan->conv3);
+  if (static_cast<uint64_t>(padded_image_floats(in_channels_, plan->plane, kernel_w_)) >= (uint64_t{1} << 32))
     throw ShapeError(describe("padded input too large for 32-bit offsets"));
   // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
   // (+ 16: a run rarely starts on a cache line), or one span when the tile
@@ -890,7 +903,7 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
       const int64_t i = (col / kernel_w_) % kernel_h_;
       const int64_t j = col % kernel_w_;
       const uint32_t at = next[group_of(col)]++;
-      plan->offsets[at] = static_cast<uint32_t>(c * padded_h * row + i * row + (plan->conv3 ? 0 : j));
+      plan->offsets[at] = static_cast<uint32_t>(c * plan->plane + i * row + (plan->conv3 ? 0 : j));
       if (plan->conv3) plan->values[at] = w.values()[k];
     }
   }
@@ -910,16 +923,17 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
 }
 
 void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int64_t width,
-                          int64_t row, int64_t c0, int64_t c1) const {
+                          int64_t row, int64_t plane_floats, int64_t c0, int64_t c1) const {
   const int64_t channels = in_channels_;
-  const int64_t padded_h = height + 2 * pad_h_, padded_w = row;
-  const size_t padded_plane = static_cast<size_t>(padded_h * padded_w);
-  const size_t tail = c1 == channels ? padded_image_floats(channels, padded_h, padded_w, kernel_w_) -
+  const int64_t padded_w = row;
+  const size_t padded_plane = static_cast<size_t>(plane_floats);
+  const size_t tail = c1 == channels ? padded_image_floats(channels, plane_floats, kernel_w_) -
                                            static_cast<size_t>(channels) * padded_plane
                                      : 0;
   // Only the border is zeroed, each float of the plane written once: the top
   // rows with the first row's left pad, then after each row its right pad with
-  // the next row's left pad (the bottom rows after the last).
+  // the next row's left pad (the bottom rows and the plane's end after the last).
+  const size_t bottom = padded_plane - static_cast<size_t>((pad_h_ + height) * padded_w);
   const size_t pad_w = static_cast<size_t>(pad_w_);
   const size_t right = static_cast<size_t>(padded_w - width) - pad_w;  // pad_w, or more past a wider row
   for (int64_t c = c0; c < c1; ++c) {
@@ -929,24 +943,25 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
     for (int64_t y = 0; y < height; ++y) {
       float* row = plane + (y + pad_h_) * padded_w + pad_w_;
       std::memcpy(row, source + y * width, sizeof(float) * width);
-      const size_t gap = y + 1 < height ? right + pad_w : right + static_cast<size_t>(pad_h_ * padded_w);
+      const size_t gap = y + 1 < height ? right + pad_w : right + bottom;
       std::memset(row + width, 0, sizeof(float) * gap);
     }
   }
   std::memset(padded + static_cast<size_t>(channels) * padded_plane, 0, sizeof(float) * tail);
 }
 
-void Conv2d::pad_image(const ForwardContext& ctx, const float* image, float* padded,
-                       int64_t height, int64_t width, int64_t row, bool all_workers) const {
+void Conv2d::pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
+                       int64_t width, int64_t row, int64_t plane, bool all_workers) const {
   // Padding in parallel only when the image is large (VGG's 224x224 maps):
   // another fork-join costs more than copying a small one.
-  const size_t size = padded_image_floats(in_channels_, height + 2 * pad_h_, row, kernel_w_);
+  const size_t size = padded_image_floats(in_channels_, plane, kernel_w_);
   if (!all_workers || ctx.pool == nullptr || ctx.num_workers <= 1 || size < kParallelPadFloats)
-    return pad_channels(image, padded, height, width, row, 0, in_channels_);
+    return pad_channels(image, padded, height, width, row, plane, 0, in_channels_);
   const int64_t tasks = static_cast<int64_t>(std::min<size_t>(ctx.num_workers, static_cast<size_t>(in_channels_)));
   ctx.pool->parallel_for(static_cast<size_t>(tasks), [&](size_t t, size_t) {
     const int64_t task = static_cast<int64_t>(t);
-    pad_channels(image, padded, height, width, row, task * in_channels_ / tasks, (task + 1) * in_channels_ / tasks);
+    pad_channels(image, padded, height, width, row, plane, task * in_channels_ / tasks,
+                 (task + 1) * in_channels_ / tasks);
   });
 }
 
@@ -959,9 +974,9 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   const size_t in_stride = static_cast<size_t>(channels * height * width);
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
   const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
-  const size_t padded_size = padded_image_floats(channels, padded_h, padded_w, kernel_w_) + 16;  // see scratch_floats
+  const size_t padded_size = padded_image_floats(channels, plan->plane, kernel_w_) + 16;  // see scratch_floats
   const auto pad_one = [&](const float* image, float* padded) {
-    pad_image(ctx, image, padded, height, width, padded_w, false);
+    pad_image(ctx, image, padded, height, width, padded_w, plan->plane, false);
   };
   const int64_t block_rows = direct_block_rows(out_h, padded_w, plan->conv3);
   const int64_t blocks = (out_h + block_rows - 1) / block_rows;
@@ -1046,7 +1061,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   chunks = std::min((chunks + workers - 1) / workers * workers,
                     std::max<size_t>(1, out_channels / 8));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, true);
+    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, plan->plane, true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(static_cast<size_t>(blocks) * chunks, [&](size_t task, size_t worker) {
       const size_t b = task / chunks, j = task % chunks;
@@ -1070,6 +1085,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
                                   const ForwardContext& ctx) const {
   const int64_t height = in.shape[1], width = in.shape[2];
   const int64_t padded_w = width + 2 * pad_w_;
+  const int64_t plane = (height + 2 * pad_h_) * padded_w;
   const int64_t out_h = out.shape[1], out_w = out.shape[2];
   const size_t in_stride = static_cast<size_t>(numel(in.shape));
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
@@ -1141,7 +1157,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const double work = static_cast<double>(channels_out * k) * static_cast<double>(out_plane);
   if (ctx.pool == nullptr || workers <= 1 || work * static_cast<double>(batch) < kMinParallelDenseDirectWork) {
     for (size_t image = 0; image < batch; ++image) {
-      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, false);
+      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, plane, false);
       whole_image(ctx.scratch, out.data + image * out_stride);
     }
     return;
@@ -1149,7 +1165,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   if (batch >= workers) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
       float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
-      pad_image(ctx, in.data + image * in_stride, padded, height, width, padded_w, false);
+      pad_image(ctx, in.data + image * in_stride, padded, height, width, padded_w, plane, false);
       whole_image(padded, out.data + image * out_stride);
     });
     return;
@@ -1163,7 +1179,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const size_t row_chunks = std::min<size_t>(
       static_cast<size_t>(out_h), std::max<size_t>(2, (4 * workers + tile_chunks - 1) / tile_chunks));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, true);
+    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, plane, true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(tile_chunks * row_chunks, [&](size_t task, size_t) {
       const size_t g = task / row_chunks, c = task % row_chunks;

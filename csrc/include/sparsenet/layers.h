@@ -330,6 +330,9 @@ class Conv2d : public WeightedLayer {
     // Floats from one padded row to the next: padded_w, or for conv3 (3-wide
     // kernels on KernelTable::conv3) padded_w rounded up to a multiple of 8.
     int64_t row = 0;
+    // Floats from one channel's padded plane to the next: padded_h rows, for
+    // conv3 sometimes 16 more (direct_plane in layers.cc).
+    int64_t plane = 0;
     bool conv3 = false;
     // starts[g * rows + r]: row r's first nonzero in group g, g == groups: the
     // row's end. A group is a panel, or for conv3 one kernel column j of panel
@@ -364,13 +367,14 @@ class Conv2d : public WeightedLayer {
   void forward_winograd(const TensorView& in, const MutableTensorView& out,
                         const ForwardContext& ctx) const;
   // Channels [c0, c1) of one image into its zero-padded copy (padded_image_floats
-  // in layers.cc) with rows `row` floats apart (>= width + 2 pad_w), the tail
-  // past the last plane too when c1 == in_channels.
+  // in layers.cc) with rows `row` floats apart (>= width + 2 pad_w) and planes
+  // `plane` (>= (height + 2 pad_h) row), the tail past the last plane too when
+  // c1 == in_channels.
   void pad_channels(const float* image, float* padded, int64_t height, int64_t width, int64_t row,
-                    int64_t c0, int64_t c1) const;
+                    int64_t plane, int64_t c0, int64_t c1) const;
   // The whole image; large ones split over the pool's workers if all_workers.
   void pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
-                 int64_t width, int64_t row, bool all_workers) const;
+                 int64_t width, int64_t row, int64_t plane, bool all_workers) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   bool same_padding_;
