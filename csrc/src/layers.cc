@@ -837,6 +837,14 @@ namespace {
 // 19-30 useful GFLOP/s on one core (32-column tiles or 32 KiB panels: slower).
 constexpr size_t kDirectTile = 64;
 constexpr int64_t kDirectPanelBytes = 16 * 1024;
+// conv3's panels are twice that: each row of each panel pays the kernel's
+// fixed cost (three groups combined, the tile's loads and stores), which at
+// low density outweighs the L1 misses (Zen 4, one thread, AVX-512 kernel,
+// VGG-16 at Han's densities: 1.01-1.08x per layer, 4 % in all; conv4_2 at 5 %
+// 1.19x, at 10 % 1.11x; the AVX2 kernel alike). Only with the planes spread
+// over the L1 sets (direct_plane): before that, 32 KiB panels made the 14x14
+// layers 13 % slower.
+constexpr int64_t kConv3PanelBytes = 32 * 1024;
 // Every tile streams the nonzeros of all output channels it computes; in
 // groups of output channels whose nonzeros take about this many bytes, a
 // group's stay in L2/L3 from one tile to the next. Measured on VGG-16 at one
@@ -865,7 +873,7 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const int64_t tile = static_cast<int64_t>(kDirectTile);
   const int64_t span = std::min((kernel_h_ - 1) * row + tile + kernel_w_ - 1,
                                 kernel_h_ * (tile + kernel_w_ - 1 + 16));
-  const int64_t fit = std::max<int64_t>(1, kDirectPanelBytes / (4 * span));
+  const int64_t fit = std::max<int64_t>(1, (plan->conv3 ? kConv3PanelBytes : kDirectPanelBytes) / (4 * span));
   const size_t panels = static_cast<size_t>((in_channels_ + fit - 1) / fit);
   const int64_t per_panel = (in_channels_ + static_cast<int64_t>(panels) - 1) /
                             static_cast<int64_t>(panels);  // balanced panels
