@@ -606,6 +606,14 @@ out = {}
 for threads in (1, 2):
     sparsenet.set_num_threads(threads)
     out[f"y{threads}"] = model(case["x"])
+    i = 0
+    while f"sx{i}" in case:  # single layers of assorted shapes
+        bias = case[f"sb{i}"] if f"sb{i}" in case else None
+        layer = Conv2d(case[f"sw{i}"], bias, padding=tuple(int(v) for v in case[f"spad{i}"]))
+        single = Model([layer], backend="sparse")
+        assert single.layers[0]._core._uses_conv3
+        out[f"y{threads}_{i}"] = single(case[f"sx{i}"])
+        i += 1
 np.savez(sys.argv[2], **out)
 '''
 
@@ -616,11 +624,26 @@ def test_avx2_conv3_kernel_in_whole_layers(rng, tmp_path):
     AVX-512 kernel; here the AVX2 one (SPARSENET_AVX512=0) runs whole layers in
     a subprocess: 96 input channels in several panels that accumulate, rows of
     30 + 2 padded to 32 and 23 rows (partial last tiles), bias and fused ReLU,
-    one and two threads."""
+    one and two threads; then single layers of assorted shapes (kernel heights
+    1-5, pads 0-2, maps from 1x1 to 70 wide, 1-3 images, densities 5-100 %)."""
     w0, w1 = sparse_dense_array((24, 96, 3, 3), 0.3, rng), sparse_dense_array((10, 24, 3, 3), 0.5, rng)
     b0, b1 = rng.standard_normal(24).astype(np.float32), rng.standard_normal(10).astype(np.float32)
     x = rng.standard_normal((2, 96, 23, 30)).astype(np.float32)
-    np.savez(tmp_path / "case.npz", x=x, w0=w0, b0=b0, w1=w1, b1=b1)
+    arrays = {"x": x, "w0": w0, "b0": b0, "w1": w1, "b1": b1}
+    singles = []
+    for i in range(12):
+        kh, pad = int(rng.choice([1, 2, 3, 5])), (int(rng.integers(0, 3)), int(rng.integers(0, 3)))
+        cin, cout = int(rng.choice([1, 3, 17, 70])), int(rng.choice([1, 5, 16]))
+        h = int(rng.integers(max(1, kh - 2 * pad[0]), 21))
+        w = int(rng.integers(max(1, 3 - 2 * pad[1]), 71))
+        weight = sparse_dense_array((cout, cin, kh, 3), float(rng.choice([0.05, 0.5, 1.0])), rng)
+        bias = rng.standard_normal(cout).astype(np.float32) if i % 2 else None
+        arrays.update({f"sx{i}": rng.standard_normal((int(rng.integers(1, 4)), cin, h, w)).astype(np.float32),
+                       f"sw{i}": weight, f"spad{i}": np.array(pad)})
+        if bias is not None:
+            arrays[f"sb{i}"] = bias
+        singles.append((weight, bias, pad))
+    np.savez(tmp_path / "case.npz", **arrays)
     env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("SPARSENET_ISA", None)
     subprocess.run([sys.executable, "-c", AVX2_CONV3_SCRIPT, str(tmp_path / "case.npz"), str(tmp_path / "out.npz")],
@@ -629,6 +652,9 @@ def test_avx2_conv3_kernel_in_whole_layers(rng, tmp_path):
     out = np.load(tmp_path / "out.npz")
     assert_close(out["y1"], expected)
     assert_close(out["y2"], expected)
+    for i, (weight, bias, pad) in enumerate(singles):
+        for threads in (1, 2):
+            assert_close(out[f"y{threads}_{i}"], ref_conv2d(arrays[f"sx{i}"], weight, bias, 1, pad))
 
 
 def test_kernel_info_by_default(no_isa_env):
