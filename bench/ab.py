@@ -115,6 +115,8 @@ def main() -> None:
                 if raw:
                     raw.write(json.dumps({"variant": name, "round": round_, **result}) + "\n")
         print(f"round {round_}/{args.rounds} done", file=sys.stderr)
+    if raw:
+        raw.close()
     names = [name for name, _, _ in variants]
     print(f"lowest lower-quartile time over {args.rounds} rounds, ms; {args.threads} thread(s), batch {args.batch}")
     print("| layer | " + " | ".join(names) + "".join(f" | {names[0]} / {n}" for n in names[1:]) + " |")

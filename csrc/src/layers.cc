@@ -779,10 +779,11 @@ size_t padded_image_floats(int64_t channels, int64_t plane, int64_t kernel_w) {
   return static_cast<size_t>(channels * plane + std::max<int64_t>(kernel_w, 64));
 }
 
-// conv3's padded rows: a multiple of 8 floats apart, so that with the image
-// 64-byte aligned and the kernel column out of the offsets every load of a
-// tile is 32-byte aligned (the extra columns are computed and discarded).
-int64_t conv3_row(int64_t padded_w) { return (padded_w + 7) / 8 * 8; }
+// Floats from one padded row to the next: padded_w, for conv3 rounded up to a
+// multiple of 8, so that with the image 64-byte aligned and the kernel column
+// out of the offsets every load of a tile is 32-byte aligned (the extra
+// columns are computed and discarded).
+int64_t direct_row(int64_t padded_w, bool conv3) { return conv3 ? (padded_w + 7) / 8 * 8 : padded_w; }
 
 // Floats from one channel's padded plane to the next: padded_h rows, for conv3
 // 16 more where that would be an even number of 64-byte lines. A panel's runs
@@ -814,10 +815,11 @@ size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
     // The padded image (+ the row tail the last loads run over), 16 floats to
     // align it to 64 bytes, 16 before the block of output rows (conv3 writes 2
     // floats before a tile), and that block.
-    const int64_t padded_w = uses_conv3() ? conv3_row(input[2] + 2 * pad_w_) : input[2] + 2 * pad_w_;
-    const int64_t plane = direct_plane(input[1] + 2 * pad_h_, padded_w, uses_conv3());
+    const bool conv3 = uses_conv3();
+    const int64_t row = direct_row(input[2] + 2 * pad_w_, conv3);
+    const int64_t plane = direct_plane(input[1] + 2 * pad_h_, row, conv3);
     floats = padded_image_floats(input[0], plane, kernel_w_) + 32 +
-             static_cast<size_t>(rows() * direct_block_rows(out[1], padded_w, uses_conv3()) * padded_w);
+             static_cast<size_t>(rows() * direct_block_rows(out[1], row, conv3) * row);
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // a chunk of the im2col patch matrix
     floats = std::max(floats, static_cast<size_t>(cols()) *
@@ -862,7 +864,7 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const int64_t plane = padded_h * padded_w;
   auto plan = std::make_shared<DirectPlan>();
   plan->conv3 = uses_conv3();
-  const int64_t row = plan->conv3 ? conv3_row(padded_w) : padded_w;
+  const int64_t row = direct_row(padded_w, plan->conv3);
   plan->row = row;
   plan->plane = direct_plane(padded_h, row, plan->conv3);
   if (static_cast<uint64_t>(padded_image_floats(in_channels_, plan->plane, kernel_w_)) >= (uint64_t{1} << 32))
@@ -977,7 +979,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
                             const ForwardContext& ctx) const {
   const int64_t channels = in.shape[0], height = in.shape[1], width = in.shape[2];
   const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
-  const int64_t padded_h = height + 2 * pad_h_, padded_w = plan->row;
+  const int64_t padded_w = plan->row;
   const int64_t out_h = out.shape[1], out_w = out.shape[2];
   const size_t in_stride = static_cast<size_t>(channels * height * width);
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
