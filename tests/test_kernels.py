@@ -590,6 +590,9 @@ needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU
 CONV3_KERNELS = ["scalar", pytest.param("avx2", marks=needs_avx2), pytest.param("avx512", marks=needs_avx512)]
 
 
+CONV3_COLUMNS = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]  # kernels.h's groups
+
+
 def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias=None, relu=False,
                     accumulate=False):
     """KernelTable::conv3's contract (kernels.h), position by position in float64."""
@@ -597,9 +600,13 @@ def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias
     for r in range(y.shape[0]):
         for c0 in range(col_begin, col_end, 64):
             z = np.zeros((3, 64))
-            for j in range(3):
-                for k in range(groups[j, r], groups[j + 1, r]):
-                    z[j] += float(values[k]) * x[offsets[k] + c0:offsets[k] + c0 + 64].astype(np.float64)
+            w = int(groups[8, r])
+            for g, columns in enumerate(CONV3_COLUMNS):
+                for e in range(groups[g, r], groups[g + 1, r]):
+                    run = x[offsets[e] + c0:offsets[e] + c0 + 64].astype(np.float64)
+                    for j in columns:
+                        z[j] += float(values[w]) * run
+                        w += 1
             for p in range(c0 - 2, min(c0 + 64, col_end)):
                 total = sum(z[j, p + j - c0] for j in range(3) if 0 <= p + j - c0 < 64)
                 v = y[r, p] + total if accumulate or p < c0 else total
@@ -610,16 +617,24 @@ def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias
     return y
 
 
-def conv3_case(rng, rows=5, per_group=(0, 9), x_size=700):
-    counts = rng.integers(*per_group, size=(3, rows), endpoint=True)
-    groups = np.zeros((4, rows), np.uint32)
-    starts = np.concatenate([[0], np.cumsum(counts.T.ravel())])  # row-major: row r's groups together
+def conv3_case(rng, rows=5, per_group=(0, 9), x_size=700, joint=True):
+    """Random entries in the 7 groups (only the one-column groups unless
+    joint), rows one after the other, each row's weights after a random gap."""
+    counts = rng.integers(*per_group, size=(7, rows), endpoint=True)
+    if not joint:
+        counts[3:] = 0
+    groups = np.zeros((9, rows), np.uint32)
+    entries = weights = 0
     for r in range(rows):
-        for j in range(4):
-            groups[j, r] = starts[3 * r + j]
-    nnz = int(starts[-1])
-    values = rng.standard_normal(nnz).astype(np.float32)
-    offsets = (rng.integers(0, (x_size - 400) // 8, size=nnz) * 8).astype(np.uint32)
+        weights += int(rng.integers(0, 3))
+        groups[8, r] = weights
+        for g in range(7):
+            groups[g, r] = entries
+            entries += int(counts[g, r])
+            weights += len(CONV3_COLUMNS[g]) * int(counts[g, r])
+        groups[7, r] = entries
+    values = rng.standard_normal(weights).astype(np.float32)
+    offsets = (rng.integers(0, (x_size - 400) // 8, size=entries) * 8).astype(np.uint32)
     x = rng.standard_normal(x_size).astype(np.float32)
     return values, offsets, groups, x
 
@@ -631,7 +646,8 @@ def conv3_case(rng, rows=5, per_group=(0, 9), x_size=700):
 def test_conv3_matches_its_contract(rng, kernel, cols, epilogue):
     """Whole tiles and a partial last one; the two positions before each tile
     always add, the rest only when accumulating; the epilogue stops two short
-    of a tile's end; empty groups (per_group from 0)."""
+    of a tile's end; empty groups (per_group from 0); entries holding one, two
+    and three kernel columns."""
     values, offsets, groups, x = conv3_case(rng)
     col_begin, col_end = cols
     y_init = rng.standard_normal((5, 300)).astype(np.float32)
@@ -643,8 +659,11 @@ def test_conv3_matches_its_contract(rng, kernel, cols, epilogue):
 
 
 @pytest.mark.parametrize("kernel", CONV3_KERNELS[1:])
-def test_conv3_matches_scalar(rng, kernel):
-    values, offsets, groups, x = conv3_case(rng, rows=40, per_group=(0, 60), x_size=5000)
+@pytest.mark.parametrize("joint", [True, False])
+def test_conv3_matches_scalar(rng, kernel, joint):
+    """Joint entries (the AVX-512 kernel's plans), or one-column entries only
+    (the AVX2 kernel's)."""
+    values, offsets, groups, x = conv3_case(rng, rows=40, per_group=(0, 60), x_size=5000, joint=joint)
     y_init = rng.standard_normal((40, 330)).astype(np.float32)
     bias = rng.standard_normal(40).astype(np.float32)
     a = _core._raw_conv3_kernel(kernel, values, offsets, groups, x, 2, 330, y_init, bias=bias, relu=True)
@@ -663,6 +682,10 @@ def test_bad_conv3_arguments(rng):
         _core._raw_conv3_kernel("scalar", values, offsets, groups[:, :4], x, 2, 66, y)
     with pytest.raises(ShapeError, match="x must hold"):
         _core._raw_conv3_kernel("scalar", values, offsets, groups, x[:100], 2, 66, y)
+    with pytest.raises(ShapeError, match="weights run past values"):
+        _core._raw_conv3_kernel("scalar", values[:-1], offsets, groups, x, 2, 66, y)
+    with pytest.raises(ShapeError, match="nondecreasing"):
+        _core._raw_conv3_kernel("scalar", values, offsets[:-1], groups, x, 2, 66, y)
 
 
 def test_bad_conv_dense_arguments(rng):

@@ -862,6 +862,33 @@ def test_built_layers_give_their_weight_back_exactly(rng, backend, kind):
     assert np.array_equal(layer.weight.indices, indices)
 
 
+@pytest.mark.parametrize("backend", ["sparse", "auto"])
+def test_conv3_entries_with_duplicate_and_zero_nonzeros(rng, backend):
+    """conv3 plans join a kernel row's nonzeros into one entry (kernels.h); a
+    duplicate column index starts another entry rather than overwrite its twin,
+    and explicit zeros are kept: rows full of both, 1-3 nonzeros per kernel
+    row, against the dense sum of the duplicates."""
+    out_c, in_c = 6, 40
+    indptr, indices, data = [0], [], []
+    for _ in range(out_c):
+        row = []
+        for c in range(in_c):
+            for i in range(3):
+                for j in sorted(rng.choice(3, size=int(rng.integers(0, 4)), replace=False)):
+                    row += [(c * 3 + i) * 3 + j] * int(rng.integers(1, 3))  # some twice
+        indices += row
+        data += [0.0 if rng.random() < 0.1 else float(v) for v in rng.standard_normal(len(row))]
+        indptr.append(len(indices))
+    weight = sparsenet.SparseWeight((out_c, in_c, 3, 3), np.array(indptr), np.array(indices),
+                                    np.array(data, np.float32))
+    bias = rng.standard_normal(out_c).astype(np.float32)
+    x = rng.standard_normal((2, in_c, 9, 21)).astype(np.float32)
+    model = Model([Conv2d(weight, bias, padding=1)], backend=backend, input_shape=x.shape[1:])
+    for threads in (1, 2):
+        sparsenet.set_num_threads(threads)
+        assert_close(model(x), ref_conv2d(x, weight.to_dense(), bias, 1, 1))
+
+
 @pytest.mark.parametrize("cols", [25_088, 70_000])
 def test_engine_sorts_unsorted_rows_of_a_wide_layer(rng, cols):
     """The engine's own CSR constructor sorts each row (a C++ caller or the .npz

@@ -172,10 +172,11 @@ FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
   return y;
 }
 
-// Runs a conv3 kernel (kernels.h) once (tests only): `kernel` "avx512" or
-// "scalar" (the reference); groups (4, rows) as the kernel reads them, y_init
-// (rows, ldy) what Y holds before (col_begin >= 2: positions col_begin - 2 and
-// col_begin - 1 are in it); x must hold every offset + the tiles' 64 floats.
+// Runs a conv3 kernel (kernels.h) once (tests only): `kernel` "avx512", "avx2"
+// or "scalar" (the reference); groups (kConv3Slots, rows) as the kernel reads
+// them, y_init (rows, ldy) what Y holds before (col_begin >= 2: positions
+// col_begin - 2 and col_begin - 1 are in it); x must hold every offset + the
+// tiles' 64 floats.
 FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
                             const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& offsets,
                             const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& groups,
@@ -194,17 +195,21 @@ FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
   if (run == nullptr) throw FormatError("kernel '" + kernel + "' is not one of: avx512, avx2, scalar");
   if (y_init.ndim() != 2) throw ShapeError("y_init must be (rows, ldy)");
   const int64_t rows = y_init.shape(0), ldy = y_init.shape(1);
-  if (groups.ndim() != 2 || groups.shape(0) != 4 || groups.shape(1) != rows)
-    throw ShapeError("groups must be (4, rows)");
-  if (values.ndim() != 1 || offsets.ndim() != 1 || offsets.shape(0) != values.shape(0))
-    throw ShapeError("values and offsets must be (nnz,)");
+  if (groups.ndim() != 2 || groups.shape(0) != static_cast<int64_t>(kConv3Slots) || groups.shape(1) != rows)
+    throw ShapeError("groups must be (" + std::to_string(kConv3Slots) + ", rows)");
+  if (values.ndim() != 1 || offsets.ndim() != 1) throw ShapeError("values and offsets must be 1-D");
   if (col_begin < 2 || col_end <= col_begin || col_end > ldy) throw ShapeError("need 2 <= col_begin < col_end <= ldy");
   const int64_t tiles_end = col_begin + (col_end - col_begin + 63) / 64 * 64;
   const uint32_t* g = groups.data();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < 3; ++j)
-      if (g[j * rows + r] > g[(j + 1) * rows + r] || g[(j + 1) * rows + r] > values.shape(0))
-        throw ShapeError("groups must be nondecreasing within nnz");
+  for (int64_t r = 0; r < rows; ++r) {
+    uint64_t weights = g[(kConv3Slots - 1) * rows + r];
+    for (size_t s = 0; s < kConv3Groups; ++s) {
+      if (g[s * rows + r] > g[(s + 1) * rows + r] || g[(s + 1) * rows + r] > offsets.shape(0))
+        throw ShapeError("groups must be nondecreasing entries within the offsets");
+      weights += uint64_t{kConv3Width[s]} * (g[(s + 1) * rows + r] - g[s * rows + r]);
+    }
+    if (weights > static_cast<uint64_t>(values.shape(0))) throw ShapeError("a row's weights run past values");
+  }
   for (int64_t k = 0; k < offsets.shape(0); ++k)
     if (static_cast<int64_t>(offsets.data()[k]) + tiles_end > x.size())
       throw ShapeError("x must hold offsets[k] + the tiles' floats");

@@ -126,18 +126,31 @@ bool cpu_has_avx512vl();
 bool avx512_kernels_enabled();
 
 // Direct convolution of 3-wide kernels with aligned loads (f32_conv3_avx512.cc,
-// f32_conv3_avx2.cc).
-// Row r's nonzeros come in three groups by kernel column j,
-// [groups[j * stride + r], groups[(j + 1) * stride + r]), their offsets
-// without j. For rows r in [row_begin, row_end) and each tile of 64 positions
-// [c0, c0 + 64) from col_begin to col_end, with z_j[q] = sum over group j of
-// values[k] * x[offsets[k] + q] for q in that tile only:
+// f32_conv3_avx2.cc). A row's nonzeros come as entries, each one kernel row
+// (c, i) of the row's weights: offsets[e], the place of its input run (the
+// kernel column j left out), and one weight per kernel column j it holds, in
+// order of j. Row r's entries come in kConv3Groups groups by the columns they
+// hold: {0}, {1}, {2}, {0, 1}, {0, 2}, {1, 2}, {0, 1, 2}, group g the entries
+// [groups[g * stride + r], groups[(g + 1) * stride + r]) (slots 0..7), their
+// weights from values[groups[8 * stride + r]] on, group after group, entry
+// after entry (1, 1, 1, 2, 2, 2 or 3 each). An entry that holds several
+// columns loads its run once for all of them; a kernel that cannot share the
+// load (the AVX2 one) is given one-column entries only
+// (KernelTable::conv3_joint_entries), but runs any. For rows r in
+// [row_begin, row_end) and each tile of 64 positions [c0, c0 + 64) from
+// col_begin to col_end, with z_j[q] = sum over the entries e holding column j
+// of their weight for j times x[offsets[e] + q] for q in that tile only:
 //   Y[r][p] (+)= z_0[p] + z_1[p + 1] + z_2[p + 2]   for p in [c0 - 2, min(c0 + 64, col_end))
 // (Y[r][p] at y[r * ldy + p]). Positions c0 - 2 and c0 - 1 always add (the
 // tile before began them; y needs room for two floats before col_begin), the
 // others only with ep.accumulate. The epilogue applies to positions below
 // c0 + 62, whose sums are whole once the tile's last panel is in. Reads
-// x[offsets[k] + q] for every q of a tile, past col_end too.
+// x[offsets[e] + q] for every q of a tile, past col_end too.
+constexpr size_t kConv3Groups = 7;
+constexpr size_t kConv3Slots = kConv3Groups + 2;  // the groups' bounds and the first weight
+// The kernel columns group g holds (bit j for column j), and its weights per entry.
+constexpr unsigned kConv3Columns[kConv3Groups] = {1, 2, 4, 3, 5, 6, 7};
+constexpr uint32_t kConv3Width[kConv3Groups] = {1, 1, 1, 2, 2, 2, 3};
 using Conv3Kernel = void (*)(const float* values, const uint32_t* offsets, const uint32_t* groups,
                              size_t stride, const float* x, Epilogue ep, size_t row_begin,
                              size_t row_end, size_t col_begin, size_t col_end, float* y, size_t ldy);
@@ -168,8 +181,11 @@ struct KernelTable {
   WinogradOutputKernel winograd_output;
   // Direct convolution of 3-wide kernels: in the avx2 table the AVX-512 kernel
   // where avx512_kernels_enabled(), else the AVX2 one; none in the scalar
-  // table (Conv2d uses csrmm there).
+  // table (Conv2d uses csrmm there). conv3_joint_entries: whether conv3 is
+  // given a kernel row's nonzeros as one entry (the AVX-512 kernel) or one
+  // entry per nonzero (the AVX2 kernel, whose groups share registers).
   Conv3Kernel conv3 = nullptr;
+  bool conv3_joint_entries = false;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

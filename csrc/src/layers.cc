@@ -880,41 +880,90 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const int64_t per_panel = (in_channels_ + static_cast<int64_t>(panels) - 1) /
                             static_cast<int64_t>(panels);  // balanced panels
   plan->panels = panels;
-  // Each row's nonzeros by panel, and for conv3 by kernel column within the
-  // panel (group 3 p + j), in CSR order within a group: a counting sort (the
-  // identity without conv3, the panels being ranges of columns).
   const CsrMatrix& w = sparse_weight();
   const size_t out_channels = static_cast<size_t>(rows());
-  const size_t per_group = plan->conv3 ? 3 : 1;
-  const size_t groups = panels * per_group;
   const auto column = [&](size_t k) -> int64_t { return w.narrow_indices() ? w.col16()[k] : w.col32()[k]; };
-  const auto group_of = [&](int64_t col) {
-    const size_t p = static_cast<size_t>(col / (kernel_h_ * kernel_w_) / per_panel);
-    return p * per_group + (plan->conv3 ? static_cast<size_t>(col % kernel_w_) : 0);
+  const auto panel_of = [&](int64_t col) { return static_cast<size_t>(col / (kernel_h_ * kernel_w_) / per_panel); };
+  const auto offset_of = [&](int64_t col) {  // conv3's offsets leave the kernel column out
+    const int64_t c = col / (kernel_h_ * kernel_w_);
+    const int64_t i = (col / kernel_w_) % kernel_h_;
+    const int64_t j = col % kernel_w_;
+    return static_cast<uint32_t>(c * plan->plane + i * row + (plan->conv3 ? 0 : j));
   };
-  plan->offsets.resize(w.nnz());
-  if (plan->conv3) plan->values.resize(w.nnz());
-  plan->starts.assign((groups + 1) * out_channels, 0);
-  std::vector<uint32_t> next(groups);
   const auto& row_ptr = w.row_ptr();
-  for (size_t r = 0; r < out_channels; ++r) {
-    std::fill(next.begin(), next.end(), 0);
-    for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) ++next[group_of(column(k))];
-    uint32_t start = row_ptr[r];
-    for (size_t g = 0; g < groups; ++g) {
-      plan->starts[g * out_channels + r] = start;
-      start += next[g];
-      next[g] = plan->starts[g * out_channels + r];
+  if (!plan->conv3) {
+    // Each row's nonzeros by panel: the panels being ranges of columns, CSR order.
+    plan->offsets.resize(w.nnz());
+    plan->starts.assign((panels + 1) * out_channels, 0);
+    for (size_t r = 0; r < out_channels; ++r) {
+      size_t p = 0;
+      for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
+        const int64_t col = column(k);
+        for (; p <= panel_of(col); ++p) plan->starts[p * out_channels + r] = static_cast<uint32_t>(k);
+        plan->offsets[k] = offset_of(col);
+      }
+      for (; p <= panels; ++p) plan->starts[p * out_channels + r] = row_ptr[r + 1];
     }
-    plan->starts[groups * out_channels + r] = row_ptr[r + 1];
-    for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
-      const int64_t col = column(k);
-      const int64_t c = col / (kernel_h_ * kernel_w_);
-      const int64_t i = (col / kernel_w_) % kernel_h_;
-      const int64_t j = col % kernel_w_;
-      const uint32_t at = next[group_of(col)]++;
-      plan->offsets[at] = static_cast<uint32_t>(c * plan->plane + i * row + (plan->conv3 ? 0 : j));
-      if (plan->conv3) plan->values[at] = w.values()[k];
+  } else {
+    // conv3 (kernels.h): each row's nonzeros as entries, one per kernel row
+    // (c, i) (or, where the kernel cannot share a load, one per nonzero), by
+    // panel and by the kernel columns they hold (group), CSR order within a
+    // group; kConv3Slots slots per row and panel, panel p's at
+    // starts[(kConv3Slots * p + s) * rows + r].
+    const bool joint = kernel_table(isa()).conv3_joint_entries;
+    struct Entry {
+      uint32_t key;  // panel * kConv3Groups + group
+      uint32_t offset;
+      float w[3];
+    };
+    std::vector<Entry> entries;
+    std::vector<uint32_t> count(panels * kConv3Groups + 1), next, order;
+    plan->offsets.reserve(w.nnz());
+    plan->values.reserve(w.nnz());
+    plan->starts.assign(kConv3Slots * panels * out_channels, 0);
+    const auto group_of = [](unsigned columns) {
+      return static_cast<uint32_t>(std::find(kConv3Columns, kConv3Columns + kConv3Groups, columns) - kConv3Columns);
+    };
+    for (size_t r = 0; r < out_channels; ++r) {
+      entries.clear();
+      unsigned columns = 0;  // of the entry being filled, entries.back()
+      int64_t kernel_row = -1;
+      for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
+        const int64_t col = column(k);
+        const unsigned j = static_cast<unsigned>(col % kernel_w_);
+        if (!joint || col / kernel_w_ != kernel_row || (columns >> j & 1)) {  // a new entry
+          if (!entries.empty()) entries.back().key += group_of(columns);
+          entries.push_back({static_cast<uint32_t>(panel_of(col) * kConv3Groups), offset_of(col), {0, 0, 0}});
+          kernel_row = col / kernel_w_;
+          columns = 0;
+        }
+        columns |= 1u << j;
+        entries.back().w[j] = w.values()[k];
+      }
+      if (!entries.empty()) entries.back().key += group_of(columns);
+      // A counting sort by key, stable (CSR order within a group): count[key]
+      // becomes the key's first entry, order the entries in key order.
+      std::fill(count.begin(), count.end(), 0);
+      for (const Entry& e : entries) ++count[e.key + 1];
+      for (size_t key = 0; key < panels * kConv3Groups; ++key) count[key + 1] += count[key];
+      order.resize(entries.size());
+      next.assign(count.begin(), count.end());
+      for (size_t i = 0; i < entries.size(); ++i) order[next[entries[i].key]++] = static_cast<uint32_t>(i);
+      const uint32_t first = static_cast<uint32_t>(plan->offsets.size());
+      const auto slot = [&](size_t p, size_t s) -> uint32_t& {
+        return plan->starts[(kConv3Slots * p + s) * out_channels + r];
+      };
+      for (size_t p = 0; p < panels; ++p) {
+        for (size_t g = 0; g <= kConv3Groups; ++g) slot(p, g) = first + count[p * kConv3Groups + g];
+        slot(p, kConv3Slots - 1) = static_cast<uint32_t>(plan->values.size());
+        for (uint32_t at = count[p * kConv3Groups]; at < count[(p + 1) * kConv3Groups]; ++at) {
+          const Entry& e = entries[order[at]];
+          plan->offsets.push_back(e.offset);
+          const unsigned held = kConv3Columns[e.key % kConv3Groups];
+          for (unsigned j = 0; j < 3; ++j)
+            if (held >> j & 1) plan->values.push_back(e.w[j]);
+        }
+      }
     }
   }
   if (can_run(Choice::kDenseDirect)) {
@@ -1006,7 +1055,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
         if (plan->conv3) {  // it also finishes the tile before's last two positions
           const bool finish = p + 1 == panels;
           const Epilogue ep{finish && !bias().empty() ? bias().data() : nullptr, finish && ctx.fuse_relu, p > 0};
-          conv3(plan->values.data(), plan->offsets.data(), plan->starts.data() + 3 * p * out_channels,
+          conv3(plan->values.data(), plan->offsets.data(), plan->starts.data() + kConv3Slots * p * out_channels,
                 out_channels, x, ep, r0, r1, c0, c1, tile, n);
           continue;
         }

@@ -289,8 +289,9 @@ class Linear : public WeightedLayer {
 // becomes an offset into the zero-padded input, so an output row is a sum of
 // weights times contiguous input runs, with no im2col lowering; computed in
 // 64-column tiles for all output channels of a group (so a tile's input is
-// reused from L1), over panels of input channels; 3-wide kernels on CPUs with
-// AVX-512 take the conv3 kernel, whose loads are all aligned (kernels.h).
+// reused from L1), over panels of input channels; 3-wide kernels take the
+// conv3 kernels, whose loads are all aligned and, with AVX-512, shared by a
+// kernel row's nonzeros (kernels.h).
 // Sparse, other strides: im2col then CSR SpMM.
 class Conv2d : public WeightedLayer {
  public:
@@ -310,7 +311,7 @@ class Conv2d : public WeightedLayer {
                const ForwardContext& ctx) const override;
   bool can_run(Choice choice) const override;
   // Whether sparse direct convolution runs KernelTable::conv3: stride 1, a
-  // 3-wide kernel, and the layer's kernel table has it (AVX-512).
+  // 3-wide kernel, and the layer's kernel table has it (avx2).
   bool uses_conv3() const;
 
  private:
@@ -325,7 +326,7 @@ class Conv2d : public WeightedLayer {
   // padded (C, height + 2*pad_h, row) image, and the nonzeros split into panels
   // of input channels (see direct_plan in layers.cc). Cached per size.
   struct DirectPlan {
-    std::vector<uint32_t> offsets;  // nnz, in the order of starts
+    std::vector<uint32_t> offsets;  // one per nonzero (conv3: per entry), in the order of starts
     size_t panels = 0;              // channel panels
     // Floats from one padded row to the next: padded_w, or for conv3 (3-wide
     // kernels on KernelTable::conv3) padded_w rounded up to a multiple of 8.
@@ -334,10 +335,12 @@ class Conv2d : public WeightedLayer {
     // conv3 sometimes 16 more (direct_plane in layers.cc).
     int64_t plane = 0;
     bool conv3 = false;
-    // starts[g * rows + r]: row r's first nonzero in group g, g == groups: the
-    // row's end. A group is a panel, or for conv3 one kernel column j of panel
-    // p (g = 3 p + j), whose offsets then leave j out and whose values are in
-    // `values` (a row's nonzeros reordered by group).
+    // Without conv3, starts[p * rows + r]: row r's first nonzero in panel p,
+    // p == panels: the row's end. With conv3, the row's entries (kernels.h:
+    // a kernel row's nonzeros, or one nonzero, the offset leaving the kernel
+    // column out) by panel and group, kConv3Slots slots per row and panel
+    // (panel p's slot s at starts[(kConv3Slots * p + s) * rows + r]), and
+    // their weights in `values`.
     std::vector<uint32_t> starts;
     std::vector<float> values;  // conv3 only
     // Dense direct convolution: weight column i's offset in the padded image

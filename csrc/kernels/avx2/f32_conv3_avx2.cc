@@ -5,12 +5,15 @@
 // with the padded rows a multiple of 8 floats apart and the image 32-byte
 // aligned no 32-byte load straddles two cache lines (the csrmm tile's loads
 // from x + offset + j do, about half of them). Sixteen ymm registers hold no
-// separate accumulators per group: the tile's 64 positions take eight (eight
-// FMA chains, as in the csrmm tile), and the groups run one after the other
-// into the same registers, shifted one lane up in between:
-//   after group 0:  a[q] = z_0[q]                                 (position q)
-//   shift, group 1: a[q] = z_0[q - 1] + z_1[q]                     (position q - 1)
-//   shift, group 2: a[q] = z_0[q - 2] + z_1[q - 1] + z_2[q]        (position q - 2)
+// separate accumulators per kernel column: the tile's 64 positions take eight
+// (eight FMA chains, as in the csrmm tile), and the columns run one after the
+// other into the same registers, shifted one lane up in between:
+//   after column 0:  a[q] = z_0[q]                                (position q)
+//   shift, column 1: a[q] = z_0[q - 1] + z_1[q]                    (position q - 1)
+//   shift, column 2: a[q] = z_0[q - 2] + z_1[q - 1] + z_2[q]       (position q - 2)
+// So an entry holding several columns cannot load its run once for all of
+// them as the AVX-512 kernel does: it runs once per column it holds, and
+// Conv2d gives this kernel one-column entries (KernelTable::conv3_joint_entries).
 // The lane each shift pushes out of the top is a finished position: z_0[63]
 // is position 63, z_0[62] + z_1[63] position 62. Each shift is a rotation and
 // a blend per register, 32 instructions per row and tile against 8 FMAs per
@@ -33,20 +36,45 @@ struct Tile {
   __m256 a0, a1, a2, a3, a4, a5, a6, a7;
 };
 
-inline void group(const float* values, const uint32_t* offsets, uint32_t begin, uint32_t end,
+// Column j's part of the entries [begin, end) of a group whose entries hold
+// kWidth columns, j's weight the entry's `slot`-th: w[slot], w[kWidth + slot], ...
+template <uint32_t kWidth>
+inline void group(const float* w, uint32_t slot, const uint32_t* offsets, uint32_t begin, uint32_t end,
                   const float* x, Tile& t) {
-  for (uint32_t k = begin; k < end; ++k) {
+  w += slot;
+  for (uint32_t k = begin; k < end; ++k, w += kWidth) {
     const float* xk = x + offsets[k];
-    const __m256 w = _mm256_broadcast_ss(values + k);
-    t.a0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk), t.a0);
-    t.a1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 8), t.a1);
-    t.a2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 16), t.a2);
-    t.a3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 24), t.a3);
-    t.a4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 32), t.a4);
-    t.a5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 40), t.a5);
-    t.a6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 48), t.a6);
-    t.a7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(xk + 56), t.a7);
+    const __m256 v = _mm256_broadcast_ss(w);
+    t.a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk), t.a0);
+    t.a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 8), t.a1);
+    t.a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 16), t.a2);
+    t.a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 24), t.a3);
+    t.a4 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 32), t.a4);
+    t.a5 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 40), t.a5);
+    t.a6 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 48), t.a6);
+    t.a7 = _mm256_fmadd_ps(v, _mm256_loadu_ps(xk + 56), t.a7);
   }
+}
+
+// The row's entries by group (kernels.h): bounds[g] the first of group g; w[g]
+// its first weight, for the joint groups (g >= 3) only where they hold entries.
+struct Row {
+  uint32_t bounds[kConv3Groups + 1];
+  const float* w[kConv3Groups];
+  bool joint;
+};
+
+// Column j's part of the row: its one-column group, then the joint groups
+// that hold j, which Conv2d does not give this kernel (see
+// KernelTable::conv3_joint_entries) but the contract allows.
+inline void column(size_t j, const Row& row, const uint32_t* offsets, const float* x, Tile& t) {
+  group<1>(row.w[j], 0, offsets, row.bounds[j], row.bounds[j + 1], x, t);
+  if (!row.joint) return;
+  for (size_t g = 3; g + 1 < kConv3Groups; ++g)  // pairs: j's slot is 0 or 1
+    if (kConv3Columns[g] >> j & 1)
+      group<2>(row.w[g], (kConv3Columns[g] & ((1u << j) - 1)) != 0, offsets, row.bounds[g], row.bounds[g + 1], x, t);
+  group<3>(row.w[kConv3Groups - 1], static_cast<uint32_t>(j), offsets, row.bounds[kConv3Groups - 1],
+           row.bounds[kConv3Groups], x, t);
 }
 
 // The whole tile one lane up (each register rotated, its bottom lane taken
@@ -102,15 +130,22 @@ void f32_conv3_avx2(const float* values, const uint32_t* offsets, const uint32_t
     const size_t valid = std::min<size_t>(64, col_end - c0) + 2;
     const float* xc = x + c0;
     for (size_t r = row_begin; r < row_end; ++r) {
-      const uint32_t g0 = groups[r], g1 = groups[stride + r], g2 = groups[2 * stride + r],
-                     g3 = groups[3 * stride + r];
+      Row row;
+      for (size_t g = 0; g <= kConv3Groups; ++g) row.bounds[g] = groups[g * stride + r];
+      row.w[0] = values + groups[(kConv3Slots - 1) * stride + r];
+      row.w[1] = row.w[0] + (row.bounds[1] - row.bounds[0]);
+      row.w[2] = row.w[1] + (row.bounds[2] - row.bounds[1]);
+      row.joint = row.bounds[3] != row.bounds[kConv3Groups];
+      if (row.joint)
+        for (size_t g = 3; g < kConv3Groups; ++g)
+          row.w[g] = row.w[g - 1] + kConv3Width[g - 1] * (row.bounds[g] - row.bounds[g - 1]);
       Tile t;
       t.a0 = t.a1 = t.a2 = t.a3 = t.a4 = t.a5 = t.a6 = t.a7 = _mm256_setzero_ps();
-      group(values, offsets, g0, g1, xc, t);
+      column(0, row, offsets, xc, t);
       const float p63 = shift(t);  // z_0[63]
-      group(values, offsets, g1, g2, xc, t);
+      column(1, row, offsets, xc, t);
       const float p62 = shift(t);  // z_0[62] + z_1[63]
-      group(values, offsets, g2, g3, xc, t);
+      column(2, row, offsets, xc, t);
       // t.a<v>[l] is position c0 - 2 + 8 v + l, whole once the tile's last
       // panel is in (the epilogue's lanes); p62 and p63 wait for the next tile.
       float* yr = y + r * ldy + c0 - 2;

@@ -6,18 +6,27 @@
 // lines, which costs the L1 bandwidth that tile is bound by (with every load
 // aligned, the same VGG layers ran 12-20 % faster).
 // Here the offsets leave j out (a multiple of 8 floats, the padded rows being
-// a multiple of 8 apart), a row's nonzeros come grouped by j, and each group
-// accumulates in its own 4 zmm registers over the same aligned 64 floats:
-//   z_j[q] = sum_{k in group j} values[k] * x[offsets[k] + q],   q in the tile.
+// a multiple of 8 apart), and each kernel column j accumulates in its own 4 zmm
+// registers over the same aligned 64 floats:
+//   z_j[q] = sum over entries e holding j of w(e, j) * x[offsets[e] + q],   q in the tile.
+// A row's entries come grouped by the columns they hold (kernels.h): an entry
+// holding two or three columns loads its run once for all of them. At Han's
+// VGG-16 densities (22-58 %) 39-82 % of the nonzeros share a kernel row with
+// another (1 - (1 - d)^2 at random), so the loads, which on Zen 4 run at about
+// 0.8 zmm per cycle over distinct lines against one FMA per cycle, drop by
+// 1.26-1.88x (3d / (1 - (1 - d)^3)).
 // Output position p takes z_0[p] + z_1[p + 1] + z_2[p + 2], so the three sets
 // are combined with lane shifts (valignd) into the 66 positions
 // [c0 - 2, c0 + 64) of the tile [c0, c0 + 64), see kernels.h for what is
-// final when. Zen 4, one thread, a VGG conv4_2-like panel at 10 % in L1
-// (C++ probe): 60 GFLOP/s for the AVX2 csrmm tile, 73 here net of the wider
-// rows (a 16-lane csrmm tile without the grouping: 63-67). Whole VGG-16
-// layers at Han's densities against the csrmm tile, bench medians in
-// alternating processes (docs/performance.md): 1.04-1.30x on one thread,
-// 0.97-1.69x on two; conv4_2 at 10 %: 1.06x / 1.19x.
+// final when. Zen 4, one thread, VGG-16's 3x3 layers at Han's densities
+// (bench/ab.py, lowest lower-quartile times in alternating processes): 1.14x
+// faster in all than with a load per nonzero (174 -> 153 ms; conv3_1 at 53 %
+// 1.26x, conv4_1 at 32 % 1.03x), 1.06x at two threads; conv4_2 at 10 %, where
+// few kernel rows hold two nonzeros, 1.02x. A C++ probe of the loop alone:
+// 86 GFLOP/s when each FMA loads its own line of L1, 105 when two FMAs load
+// each line, 107 for FMAs on registers. Two entries at a time in
+// the one-column groups (eight FMA chains instead of four) measured 0.85-1.13x
+// per layer, slower in all; 48 KiB panels 0.86-1.05x.
 // Built with -mavx2 -mfma -mavx512f -mavx512vl only.
 #include <immintrin.h>
 
@@ -28,16 +37,39 @@
 namespace sparsenet {
 namespace {
 
-inline void group(const float* values, const uint32_t* offsets, uint32_t begin, uint32_t end,
-                  const float* x, __m512& a0, __m512& a1, __m512& a2, __m512& a3) {
-  for (uint32_t k = begin; k < end; ++k) {
-    const float* xk = x + offsets[k];
-    const __m512 w = _mm512_set1_ps(values[k]);
-    a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(xk), a0);
-    a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(xk + 16), a1);
-    a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(xk + 32), a2);
-    a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(xk + 48), a3);
+struct Tile {
+  __m512 a0, a1, a2, a3;
+};
+
+// The entries [begin, end) of one group, holding the columns of kColumns (bit
+// j for column j), their weights from w on; returns the weights' end.
+template <unsigned kColumns>
+inline const float* group(const float* w, const uint32_t* offsets, uint32_t begin, uint32_t end,
+                          const float* x, Tile& p, Tile& q, Tile& u) {
+  constexpr bool k0 = kColumns & 1, k1 = kColumns & 2, k2 = kColumns & 4;
+  constexpr int kWidth = k0 + k1 + k2;
+  for (uint32_t e = begin; e < end; ++e, w += kWidth) {
+    const float* xe = x + offsets[e];
+    const __m512 x0 = _mm512_loadu_ps(xe), x1 = _mm512_loadu_ps(xe + 16), x2 = _mm512_loadu_ps(xe + 32),
+                 x3 = _mm512_loadu_ps(xe + 48);
+    int at = 0;
+    if (k0) {
+      const __m512 v = _mm512_set1_ps(w[at++]);
+      p.a0 = _mm512_fmadd_ps(v, x0, p.a0), p.a1 = _mm512_fmadd_ps(v, x1, p.a1);
+      p.a2 = _mm512_fmadd_ps(v, x2, p.a2), p.a3 = _mm512_fmadd_ps(v, x3, p.a3);
+    }
+    if (k1) {
+      const __m512 v = _mm512_set1_ps(w[at++]);
+      q.a0 = _mm512_fmadd_ps(v, x0, q.a0), q.a1 = _mm512_fmadd_ps(v, x1, q.a1);
+      q.a2 = _mm512_fmadd_ps(v, x2, q.a2), q.a3 = _mm512_fmadd_ps(v, x3, q.a3);
+    }
+    if (k2) {
+      const __m512 v = _mm512_set1_ps(w[at]);
+      u.a0 = _mm512_fmadd_ps(v, x0, u.a0), u.a1 = _mm512_fmadd_ps(v, x1, u.a1);
+      u.a2 = _mm512_fmadd_ps(v, x2, u.a2), u.a3 = _mm512_fmadd_ps(v, x3, u.a3);
+    }
   }
+  return w;
 }
 
 // Lanes of [hi : lo] from `shift` on: shift(hi, lo, 15) = lo[15], hi[0..14].
@@ -71,21 +103,25 @@ void f32_conv3_avx512(const float* values, const uint32_t* offsets, const uint32
     }
     const float* xc = x + c0;
     for (size_t r = row_begin; r < row_end; ++r) {
-      const uint32_t g0 = groups[r], g1 = groups[stride + r], g2 = groups[2 * stride + r],
-                     g3 = groups[3 * stride + r];
-      __m512 p0 = _mm512_setzero_ps(), p1 = p0, p2 = p0, p3 = p0;
-      __m512 q0 = p0, q1 = p0, q2 = p0, q3 = p0;
-      __m512 u0 = p0, u1 = p0, u2 = p0, u3 = p0;
-      group(values, offsets, g0, g1, xc, p0, p1, p2, p3);
-      group(values, offsets, g1, g2, xc, q0, q1, q2, q3);
-      group(values, offsets, g2, g3, xc, u0, u1, u2, u3);
+      const uint32_t* g = groups + r;
+      Tile p, q, u;
+      p.a0 = p.a1 = p.a2 = p.a3 = _mm512_setzero_ps();
+      q = u = p;
+      const float* w = values + g[8 * stride];
+      w = group<1>(w, offsets, g[0], g[stride], xc, p, q, u);
+      w = group<2>(w, offsets, g[stride], g[2 * stride], xc, p, q, u);
+      w = group<4>(w, offsets, g[2 * stride], g[3 * stride], xc, p, q, u);
+      w = group<3>(w, offsets, g[3 * stride], g[4 * stride], xc, p, q, u);
+      w = group<5>(w, offsets, g[4 * stride], g[5 * stride], xc, p, q, u);
+      w = group<6>(w, offsets, g[5 * stride], g[6 * stride], xc, p, q, u);
+      group<7>(w, offsets, g[6 * stride], g[7 * stride], xc, p, q, u);
       const __m512 zero = _mm512_setzero_ps();
       // Position c0 - 2 + 16 v + l: u_v[l] + q_v[l - 1] + p_v[l - 2].
-      const __m512 w0 = _mm512_add_ps(u0, _mm512_add_ps(shifted<15>(q0, zero), shifted<14>(p0, zero)));
-      const __m512 w1 = _mm512_add_ps(u1, _mm512_add_ps(shifted<15>(q1, q0), shifted<14>(p1, p0)));
-      const __m512 w2 = _mm512_add_ps(u2, _mm512_add_ps(shifted<15>(q2, q1), shifted<14>(p2, p1)));
-      const __m512 w3 = _mm512_add_ps(u3, _mm512_add_ps(shifted<15>(q3, q2), shifted<14>(p3, p2)));
-      const __m512 w4 = _mm512_add_ps(shifted<15>(zero, q3), shifted<14>(zero, p3));
+      const __m512 w0 = _mm512_add_ps(u.a0, _mm512_add_ps(shifted<15>(q.a0, zero), shifted<14>(p.a0, zero)));
+      const __m512 w1 = _mm512_add_ps(u.a1, _mm512_add_ps(shifted<15>(q.a1, q.a0), shifted<14>(p.a1, p.a0)));
+      const __m512 w2 = _mm512_add_ps(u.a2, _mm512_add_ps(shifted<15>(q.a2, q.a1), shifted<14>(p.a2, p.a1)));
+      const __m512 w3 = _mm512_add_ps(u.a3, _mm512_add_ps(shifted<15>(q.a3, q.a2), shifted<14>(p.a3, p.a2)));
+      const __m512 w4 = _mm512_add_ps(shifted<15>(zero, q.a3), shifted<14>(zero, p.a3));
       // Positions c0 - 2 and c0 - 1 (the first two lanes) always add to what
       // the tile before began; the rest add only with ep.accumulate. The
       // epilogue finishes the positions below c0 + 62; c0 + 62 and c0 + 63

@@ -17,13 +17,15 @@ void f32_conv3_scalar(const float* values, const uint32_t* offsets, const uint32
   for (size_t c0 = col_begin; c0 < col_end; c0 += kTile) {
     const size_t end = std::min(c0 + kTile, col_end);
     for (size_t r = row_begin; r < row_end; ++r) {
-      for (size_t j = 0; j < 3; ++j)
-        for (size_t q = 0; q < kTile; ++q) {
-          float sum = 0.0f;
-          for (uint32_t k = groups[j * stride + r]; k < groups[(j + 1) * stride + r]; ++k)
-            sum += values[k] * x[offsets[k] + c0 + q];
-          z[j * kTile + q] = sum;
-        }
+      std::fill(z.begin(), z.end(), 0.0f);
+      const float* w = values + groups[(kConv3Slots - 1) * stride + r];
+      for (size_t g = 0; g < kConv3Groups; ++g)
+        for (uint32_t e = groups[g * stride + r]; e < groups[(g + 1) * stride + r]; ++e)
+          for (size_t j = 0; j < 3; ++j) {
+            if (!(kConv3Columns[g] >> j & 1)) continue;
+            const float weight = *w++;
+            for (size_t q = 0; q < kTile; ++q) z[j * kTile + q] += weight * x[offsets[e] + c0 + q];
+          }
       // Positions p in [c0 - 2, end), relative to the tile: z_j at q = p + j
       // where q is in the tile. y has room for positions c0 - 2 and c0 - 1.
       float* yr = y + r * ldy + c0;
