@@ -594,7 +594,7 @@ CONV3_COLUMNS = [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]  # kernels
 
 
 def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias=None, relu=False,
-                    accumulate=False):
+                    accumulate=False, period=0):
     """KernelTable::conv3's contract (kernels.h), position by position in float64."""
     y = y_init.astype(np.float64)
     for r in range(y.shape[0]):
@@ -605,7 +605,11 @@ def conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias
                 for e in range(groups[g, r], groups[g + 1, r]):
                     run = x[offsets[e] + c0:offsets[e] + c0 + 64].astype(np.float64)
                     for j in columns:
-                        z[j] += float(values[w]) * run
+                        term = float(values[w]) * run
+                        if period:  # the neighbours past a row's ends are left out
+                            at = np.arange(c0, c0 + 64)
+                            term[(at + 1) % period == 0 if j == 0 else at % period == 0 if j == 2 else False] = 0
+                        z[j] += term
                         w += 1
             for p in range(c0 - 2, min(c0 + 64, col_end)):
                 total = sum(z[j, p + j - c0] for j in range(3) if 0 <= p + j - c0 < 64)
@@ -658,6 +662,21 @@ def test_conv3_matches_its_contract(rng, kernel, cols, epilogue):
     check(y, conv3_reference(values, offsets, groups, x, col_begin, col_end, y_init, bias, relu, accumulate))
 
 
+@pytest.mark.parametrize("kernel", CONV3_KERNELS)
+@pytest.mark.parametrize("period", [8, 16, 40, 64, 72, 200])
+def test_conv3_with_a_period_leaves_out_the_neighbours_past_row_ends(rng, kernel, period):
+    """Rows without padding columns (kernels.h): z_0 left out where
+    (q + 1) % period == 0 and z_2 where q % period == 0, q counted from x;
+    tiles starting anywhere in a row (col_begin 10), a partial last one."""
+    values, offsets, groups, x = conv3_case(rng, per_group=(0, 6))
+    y_init = rng.standard_normal((5, 300)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    for accumulate in (False, True):
+        y = _core._raw_conv3_kernel(kernel, values, offsets, groups, x, 10, 290, y_init, bias=bias, relu=True,
+                                    accumulate=accumulate, period=period)
+        check(y, conv3_reference(values, offsets, groups, x, 10, 290, y_init, bias, True, accumulate, period))
+
+
 @pytest.mark.parametrize("kernel", CONV3_KERNELS[1:])
 @pytest.mark.parametrize("joint", [True, False])
 def test_conv3_matches_scalar(rng, kernel, joint):
@@ -686,6 +705,8 @@ def test_bad_conv3_arguments(rng):
         _core._raw_conv3_kernel("scalar", values[:-1], offsets, groups, x, 2, 66, y)
     with pytest.raises(ShapeError, match="nondecreasing"):
         _core._raw_conv3_kernel("scalar", values, offsets[:-1], groups, x, 2, 66, y)
+    with pytest.raises(ShapeError, match="period"):
+        _core._raw_conv3_kernel("scalar", values, offsets, groups, x, 2, 66, y, period=-1)
 
 
 def test_bad_conv_dense_arguments(rng):

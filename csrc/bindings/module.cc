@@ -181,7 +181,7 @@ FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
                             const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& offsets,
                             const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& groups,
                             const FloatArray& x, int64_t col_begin, int64_t col_end, const FloatArray& y_init,
-                            const std::optional<FloatArray>& bias, bool relu, bool accumulate) {
+                            const std::optional<FloatArray>& bias, bool relu, bool accumulate, int64_t period) {
   Conv3Kernel run = nullptr;
   if (kernel == "scalar") run = f32_conv3_scalar;
   if (kernel == "avx2") {
@@ -199,6 +199,7 @@ FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
     throw ShapeError("groups must be (" + std::to_string(kConv3Slots) + ", rows)");
   if (values.ndim() != 1 || offsets.ndim() != 1) throw ShapeError("values and offsets must be 1-D");
   if (col_begin < 2 || col_end <= col_begin || col_end > ldy) throw ShapeError("need 2 <= col_begin < col_end <= ldy");
+  if (period < 0) throw ShapeError("period must be >= 0");
   const int64_t tiles_end = col_begin + (col_end - col_begin + 63) / 64 * 64;
   const uint32_t* g = groups.data();
   for (int64_t r = 0; r < rows; ++r) {
@@ -218,7 +219,8 @@ FloatArray raw_conv3_kernel(const std::string& kernel, const FloatArray& values,
   std::copy(y_init.data(), y_init.data() + y_init.size(), y.mutable_data());
   const Epilogue ep{bias ? bias->data() : nullptr, relu, accumulate};
   run(values.data(), offsets.data(), g, static_cast<size_t>(rows), x.data(), ep, 0, static_cast<size_t>(rows),
-      static_cast<size_t>(col_begin), static_cast<size_t>(col_end), y.mutable_data(), static_cast<size_t>(ldy));
+      static_cast<size_t>(col_begin), static_cast<size_t>(col_end), y.mutable_data(), static_cast<size_t>(ldy),
+      static_cast<size_t>(period));
   return y;
 }
 
@@ -527,7 +529,7 @@ PYBIND11_MODULE(_core, m) {
         "Run the dense direct convolution register tile once (tests only); y_init (m, n) makes it accumulate.");
   m.def("_raw_conv3_kernel", &raw_conv3_kernel, py::arg("kernel"), py::arg("values"), py::arg("offsets"),
         py::arg("groups"), py::arg("x"), py::arg("col_begin"), py::arg("col_end"), py::arg("y_init"),
-        py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("accumulate") = false,
+        py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("accumulate") = false, py::arg("period") = 0,
         "Run a conv3 kernel ('avx512', 'avx2' or the 'scalar' reference) once over all rows (tests only).");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");

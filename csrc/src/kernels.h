@@ -146,6 +146,12 @@ bool avx512_kernels_enabled();
 // others only with ep.accumulate. The epilogue applies to positions below
 // c0 + 62, whose sums are whole once the tile's last panel is in. Reads
 // x[offsets[e] + q] for every q of a tile, past col_end too.
+// With period W > 0, x holds rows of W floats without padding columns (a
+// 3-wide kernel with one column of padding each side): z_0 leaves out the q
+// with (q + 1) % W == 0 and z_2 the q with q % W == 0, the neighbours that lie
+// past a row's ends (q counted from x; x starts a row). Position p is then
+// column (p + 1) % W. A kernel without KernelTable::conv3_periodic runs it
+// the slow way.
 constexpr size_t kConv3Groups = 7;
 constexpr size_t kConv3Slots = kConv3Groups + 2;  // the groups' bounds and the first weight
 // The kernel columns group g holds (bit j for column j), and its weights per entry.
@@ -153,13 +159,14 @@ constexpr unsigned kConv3Columns[kConv3Groups] = {1, 2, 4, 3, 5, 6, 7};
 constexpr uint32_t kConv3Width[kConv3Groups] = {1, 1, 1, 2, 2, 2, 3};
 using Conv3Kernel = void (*)(const float* values, const uint32_t* offsets, const uint32_t* groups,
                              size_t stride, const float* x, Epilogue ep, size_t row_begin,
-                             size_t row_end, size_t col_begin, size_t col_end, float* y, size_t ldy);
+                             size_t row_end, size_t col_begin, size_t col_end, float* y, size_t ldy,
+                             size_t period);
 void f32_conv3_avx512(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
-                      size_t, size_t, size_t, size_t, float*, size_t);
+                      size_t, size_t, size_t, size_t, float*, size_t, size_t);
 void f32_conv3_avx2(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
-                    size_t, size_t, size_t, size_t, float*, size_t);
+                    size_t, size_t, size_t, size_t, float*, size_t, size_t);
 void f32_conv3_scalar(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
-                      size_t, size_t, size_t, size_t, float*, size_t);  // the reference (tests)
+                      size_t, size_t, size_t, size_t, float*, size_t, size_t);  // the reference (tests)
 
 struct KernelTable {
   Isa isa;
@@ -183,9 +190,12 @@ struct KernelTable {
   // where avx512_kernels_enabled(), else the AVX2 one; none in the scalar
   // table (Conv2d uses csrmm there). conv3_joint_entries: whether conv3 is
   // given a kernel row's nonzeros as one entry (the AVX-512 kernel) or one
-  // entry per nonzero (the AVX2 kernel, whose groups share registers).
+  // entry per nonzero (the AVX2 kernel, whose groups share registers);
+  // conv3_periodic: whether it runs images without padding columns (period >
+  // 0) at full speed (the AVX-512 kernel, which masks z_0 and z_2 apart).
   Conv3Kernel conv3 = nullptr;
   bool conv3_joint_entries = false;
+  bool conv3_periodic = false;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

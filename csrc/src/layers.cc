@@ -795,6 +795,11 @@ int64_t direct_plane(int64_t padded_h, int64_t row, bool conv3) {
   return conv3 && plane % 32 == 0 ? plane + 16 : plane;
 }
 
+// Floats between one output channel's block of rows and the next in direct
+// convolution's output tile, past its end: conv3 writes two before each row's
+// first tile (kernels.h), which must not be the row before's last two.
+constexpr int64_t kDirectRowGap = 16;
+
 // im2col lowers at most about this many floats (4 MiB) at a time: whole rows
 // of output, at least one. The whole patch matrix of VGG's conv1_2 (576 x
 // 224^2) is 115 MB per worker; chunks of it give the BLAS and sparse products
@@ -807,19 +812,43 @@ int64_t Conv2d::im2col_chunk_rows(int64_t out_h, int64_t out_w) const {
   return std::max<int64_t>(1, std::min<int64_t>(out_h, static_cast<int64_t>(kIm2colChunkFloats / row_floats)));
 }
 
+// Rows W floats apart without padding columns, where the kernel masks the
+// neighbours past a row's ends (KernelTable::conv3_periodic: the AVX-512
+// kernel) and W is a multiple of 8 (aligned loads): a 3-wide kernel padded by
+// one column, VGG's. With padding columns VGG's 112- and 56-wide maps take
+// rows of 120 and 64 floats (114 and 58 rounded up to a multiple of 8), 6.7 %
+// and 12.5 % of the positions computed and thrown away. Zen 4, one thread,
+// Han's densities (bench/ab.py): conv1_2 1.08x, conv2_x 1.09-1.11x, conv3_x
+// 1.11-1.15x faster; the 28- and 14-wide maps keep their padding columns.
+Conv2d::DirectLayout Conv2d::direct_layout(int64_t height, int64_t width) const {
+  const bool conv3 = uses_conv3();
+  DirectLayout layout{};
+  if (conv3 && kernel_table(isa()).conv3_periodic && kernel_w_ == 3 && pad_w_ == 1 && width % 8 == 0) {
+    layout.row = width;
+    layout.left = 0;
+    layout.period = width;
+  } else {
+    layout.row = direct_row(width + 2 * pad_w_, conv3);
+    layout.left = pad_w_;
+    layout.period = 0;
+  }
+  layout.plane = direct_plane(height + 2 * pad_h_, layout.row, conv3);
+  return layout;
+}
+
 size_t Conv2d::scratch_floats(const Shape& input, int64_t) const {
   if (is_pointwise()) return 0;
   const Shape out = output_shape(input);
   size_t floats = 0;
   if (direct_capable() && backend() != Backend::kDense) {
     // The padded image (+ the row tail the last loads run over), 16 floats to
-    // align it to 64 bytes, 16 before the block of output rows (conv3 writes 2
-    // floats before a tile), and that block.
-    const bool conv3 = uses_conv3();
-    const int64_t row = direct_row(input[2] + 2 * pad_w_, conv3);
-    const int64_t plane = direct_plane(input[1] + 2 * pad_h_, row, conv3);
-    floats = padded_image_floats(input[0], plane, kernel_w_) + 32 +
-             static_cast<size_t>(rows() * direct_block_rows(out[1], row, conv3) * row);
+    // align it to 64 bytes, 16 before the block of output rows, and that
+    // block, its rows kDirectRowGap floats apart (conv3 writes 2 floats before
+    // a row's first tile).
+    const DirectLayout layout = direct_layout(input[1], input[2]);
+    floats = padded_image_floats(input[0], layout.plane, kernel_w_) + 32 +
+             static_cast<size_t>(rows() * (direct_block_rows(out[1], layout.row, uses_conv3()) * layout.row +
+                                           kDirectRowGap));
   }
   if (!direct_capable() || backend() != Backend::kSparse)  // a chunk of the im2col patch matrix
     floats = std::max(floats, static_cast<size_t>(cols()) *
@@ -864,9 +893,12 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const int64_t plane = padded_h * padded_w;
   auto plan = std::make_shared<DirectPlan>();
   plan->conv3 = uses_conv3();
-  const int64_t row = direct_row(padded_w, plan->conv3);
+  const DirectLayout layout = direct_layout(height, width);
+  const int64_t row = layout.row;
   plan->row = row;
-  plan->plane = direct_plane(padded_h, row, plan->conv3);
+  plan->plane = layout.plane;
+  plan->left = layout.left;
+  plan->period = layout.period;
   if (static_cast<uint64_t>(padded_image_floats(in_channels_, plan->plane, kernel_w_)) >= (uint64_t{1} << 32))
     throw ShapeError(describe("padded input too large for 32-bit offsets"));
   // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
@@ -982,7 +1014,7 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
 }
 
 void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int64_t width,
-                          int64_t row, int64_t plane_floats, int64_t c0, int64_t c1) const {
+                          int64_t row, int64_t left, int64_t plane_floats, int64_t c0, int64_t c1) const {
   const int64_t channels = in_channels_;
   const int64_t padded_w = row;
   const size_t padded_plane = static_cast<size_t>(plane_floats);
@@ -993,14 +1025,14 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
   // rows with the first row's left pad, then after each row its right pad with
   // the next row's left pad (the bottom rows and the plane's end after the last).
   const size_t bottom = padded_plane - static_cast<size_t>((pad_h_ + height) * padded_w);
-  const size_t pad_w = static_cast<size_t>(pad_w_);
+  const size_t pad_w = static_cast<size_t>(left);
   const size_t right = static_cast<size_t>(padded_w - width) - pad_w;  // pad_w, or more past a wider row
   for (int64_t c = c0; c < c1; ++c) {
     float* plane = padded + static_cast<size_t>(c) * padded_plane;
     const float* source = image + c * height * width;
     std::memset(plane, 0, sizeof(float) * (static_cast<size_t>(pad_h_ * padded_w) + pad_w));
     for (int64_t y = 0; y < height; ++y) {
-      float* row = plane + (y + pad_h_) * padded_w + pad_w_;
+      float* row = plane + (y + pad_h_) * padded_w + left;
       std::memcpy(row, source + y * width, sizeof(float) * width);
       const size_t gap = y + 1 < height ? right + pad_w : right + bottom;
       std::memset(row + width, 0, sizeof(float) * gap);
@@ -1010,16 +1042,16 @@ void Conv2d::pad_channels(const float* image, float* padded, int64_t height, int
 }
 
 void Conv2d::pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
-                       int64_t width, int64_t row, int64_t plane, bool all_workers) const {
+                       int64_t width, int64_t row, int64_t left, int64_t plane, bool all_workers) const {
   // Padding in parallel only when the image is large (VGG's 224x224 maps):
   // another fork-join costs more than copying a small one.
   const size_t size = padded_image_floats(in_channels_, plane, kernel_w_);
   if (!all_workers || ctx.pool == nullptr || ctx.num_workers <= 1 || size < kParallelPadFloats)
-    return pad_channels(image, padded, height, width, row, plane, 0, in_channels_);
+    return pad_channels(image, padded, height, width, row, left, plane, 0, in_channels_);
   const int64_t tasks = static_cast<int64_t>(std::min<size_t>(ctx.num_workers, static_cast<size_t>(in_channels_)));
   ctx.pool->parallel_for(static_cast<size_t>(tasks), [&](size_t t, size_t) {
     const int64_t task = static_cast<int64_t>(t);
-    pad_channels(image, padded, height, width, row, plane, task * in_channels_ / tasks,
+    pad_channels(image, padded, height, width, row, left, plane, task * in_channels_ / tasks,
                  (task + 1) * in_channels_ / tasks);
   });
 }
@@ -1035,7 +1067,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
   const size_t padded_size = padded_image_floats(channels, plan->plane, kernel_w_) + 16;  // see scratch_floats
   const auto pad_one = [&](const float* image, float* padded) {
-    pad_image(ctx, image, padded, height, width, padded_w, plan->plane, false);
+    pad_image(ctx, image, padded, height, width, padded_w, plan->left, plan->plane, false);
   };
   const int64_t block_rows = direct_block_rows(out_h, padded_w, plan->conv3);
   const int64_t blocks = (out_h + block_rows - 1) / block_rows;
@@ -1048,7 +1080,14 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
                          size_t r0, size_t r1) {
     const int64_t y0 = index * block_rows, y1 = std::min(out_h, y0 + block_rows);
     const size_t n = static_cast<size_t>((y1 - y0) * padded_w);
+    const size_t ldy = n + kDirectRowGap;
     const float* x = padded + y0 * padded_w;
+    // Output (y, x) at tile[r * ldy + (y - y0) * padded_w + x], or one float
+    // earlier without padding columns (kernels.h: position p is column
+    // (p + 1) % W), the first at tile[r * ldy - 1], which the first tile adds to.
+    const int64_t first = plan->period > 0 ? -1 : 0;
+    if (plan->conv3)
+      for (size_t r = r0; r < r1; ++r) tile[r * ldy - 2] = tile[r * ldy - 1] = 0.0f;
     for (size_t c0 = 0; c0 < n; c0 += kDirectTile) {
       const size_t c1 = std::min(n, c0 + kDirectTile);
       for (size_t p = 0; p < panels; ++p) {
@@ -1056,18 +1095,26 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
           const bool finish = p + 1 == panels;
           const Epilogue ep{finish && !bias().empty() ? bias().data() : nullptr, finish && ctx.fuse_relu, p > 0};
           conv3(plan->values.data(), plan->offsets.data(), plan->starts.data() + kConv3Slots * p * out_channels,
-                out_channels, x, ep, r0, r1, c0, c1, tile, n);
+                out_channels, x, ep, r0, r1, c0, c1, tile, ldy, static_cast<size_t>(plan->period));
           continue;
         }
         const uint32_t* starts = plan->starts.data() + p * out_channels;
         sparse_offsets_tile(plan->offsets.data(), starts, starts + out_channels, x, r0, r1, c0,
-                            c1, tile, n, p > 0, p + 1 == panels, ctx.fuse_relu);
+                            c1, tile, ldy, p > 0, p + 1 == panels, ctx.fuse_relu);
       }
+    }
+    if (plan->period > 0 && n % kDirectTile == 0) {
+      // The block's last output, position n - 2, is a whole tile's last but
+      // one, which conv3 leaves for the next tile to finish (kernels.h); with
+      // padding columns it is one of them. Its sum is whole (z_2 at n is left
+      // out): the epilogue.
+      const Epilogue ep{bias().empty() ? nullptr : bias().data(), ctx.fuse_relu, false};
+      for (size_t r = r0; r < r1; ++r) tile[r * ldy + n - 2] = apply_epilogue(tile[r * ldy + n - 2], ep, r);
     }
     for (size_t r = r0; r < r1; ++r)
       for (int64_t y = y0; y < y1; ++y)
-        std::memcpy(out_image + r * out_plane + y * out_w, tile + r * n + (y - y0) * padded_w,
-                    sizeof(float) * out_w);
+        std::memcpy(out_image + r * out_plane + y * out_w,
+                    tile + static_cast<int64_t>(r * ldy) + (y - y0) * padded_w + first, sizeof(float) * out_w);
   };
   // A worker's padded image at the first 64-byte boundary of its scratch.
   const auto padded_of = [&](size_t worker) {
@@ -1120,7 +1167,8 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   chunks = std::min((chunks + workers - 1) / workers * workers,
                     std::max<size_t>(1, out_channels / 8));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, plan->plane, true);
+    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, plan->left, plan->plane,
+              true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(static_cast<size_t>(blocks) * chunks, [&](size_t task, size_t worker) {
       const size_t b = task / chunks, j = task % chunks;
@@ -1216,7 +1264,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const double work = static_cast<double>(channels_out * k) * static_cast<double>(out_plane);
   if (ctx.pool == nullptr || workers <= 1 || work * static_cast<double>(batch) < kMinParallelDenseDirectWork) {
     for (size_t image = 0; image < batch; ++image) {
-      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, plane, false);
+      pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, pad_w_, plane, false);
       whole_image(ctx.scratch, out.data + image * out_stride);
     }
     return;
@@ -1224,7 +1272,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   if (batch >= workers) {
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) {
       float* padded = ctx.scratch + worker * ctx.scratch_per_worker;
-      pad_image(ctx, in.data + image * in_stride, padded, height, width, padded_w, plane, false);
+      pad_image(ctx, in.data + image * in_stride, padded, height, width, padded_w, pad_w_, plane, false);
       whole_image(padded, out.data + image * out_stride);
     });
     return;
@@ -1238,7 +1286,7 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const size_t row_chunks = std::min<size_t>(
       static_cast<size_t>(out_h), std::max<size_t>(2, (4 * workers + tile_chunks - 1) / tile_chunks));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, plane, true);
+    pad_image(ctx, in.data + image * in_stride, ctx.scratch, height, width, padded_w, pad_w_, plane, true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(tile_chunks * row_chunks, [&](size_t task, size_t) {
       const size_t g = task / row_chunks, c = task % row_chunks;

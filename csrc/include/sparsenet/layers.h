@@ -334,6 +334,10 @@ class Conv2d : public WeightedLayer {
     // Floats from one channel's padded plane to the next: padded_h rows, for
     // conv3 sometimes 16 more (direct_plane in layers.cc).
     int64_t plane = 0;
+    // Where each row's data starts in its padded row: pad_w, or 0 where conv3
+    // takes the image without padding columns (period = width, see
+    // direct_layout in layers.cc; period 0 otherwise).
+    int64_t left = 0, period = 0;
     bool conv3 = false;
     // Without conv3, starts[p * rows + r]: row r's first nonzero in panel p,
     // p == panels: the row's end. With conv3, the row's entries (kernels.h:
@@ -370,14 +374,20 @@ class Conv2d : public WeightedLayer {
   void forward_winograd(const TensorView& in, const MutableTensorView& out,
                         const ForwardContext& ctx) const;
   // Channels [c0, c1) of one image into its zero-padded copy (padded_image_floats
-  // in layers.cc) with rows `row` floats apart (>= width + 2 pad_w) and planes
-  // `plane` (>= (height + 2 pad_h) row), the tail past the last plane too when
-  // c1 == in_channels.
+  // in layers.cc) with rows `row` floats apart (>= width + left + pad_w, or
+  // == width with left 0: no padding columns), each row's data `left` floats
+  // in, and planes `plane` (>= (height + 2 pad_h) row), the tail past the last
+  // plane too when c1 == in_channels.
   void pad_channels(const float* image, float* padded, int64_t height, int64_t width, int64_t row,
-                    int64_t plane, int64_t c0, int64_t c1) const;
+                    int64_t left, int64_t plane, int64_t c0, int64_t c1) const;
   // The whole image; large ones split over the pool's workers if all_workers.
   void pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
-                 int64_t width, int64_t row, int64_t plane, bool all_workers) const;
+                 int64_t width, int64_t row, int64_t left, int64_t plane, bool all_workers) const;
+  // Where direct convolution puts the padded image (see DirectPlan).
+  struct DirectLayout {
+    int64_t row, plane, left, period;
+  };
+  DirectLayout direct_layout(int64_t height, int64_t width) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
   bool same_padding_;

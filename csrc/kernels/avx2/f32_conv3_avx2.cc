@@ -119,7 +119,11 @@ inline void store_masked(float* y, __m256i mask, __m256 add, __m256 v, const Epi
 
 void f32_conv3_avx2(const float* values, const uint32_t* offsets, const uint32_t* groups, size_t stride,
                     const float* x, Epilogue ep, size_t row_begin, size_t row_end, size_t col_begin,
-                    size_t col_end, float* y, size_t ldy) {
+                    size_t col_end, float* y, size_t ldy, size_t period) {
+  if (period > 0) {  // not given by Conv2d (KernelTable::conv3_periodic): z_2 has no registers of its own here
+    f32_conv3_scalar(values, offsets, groups, stride, x, ep, row_begin, row_end, col_begin, col_end, y, ldy, period);
+    return;
+  }
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
   // Lanes that add to y: the first two of a tile always, the rest with ep.accumulate.

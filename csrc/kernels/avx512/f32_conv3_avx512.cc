@@ -92,8 +92,15 @@ inline void store(float* y, __mmask16 mask, __mmask16 accumulate, __mmask16 fini
 
 void f32_conv3_avx512(const float* values, const uint32_t* offsets, const uint32_t* groups,
                       size_t stride, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
-                      size_t col_begin, size_t col_end, float* y, size_t ldy) {
+                      size_t col_begin, size_t col_end, float* y, size_t ldy, size_t period) {
   for (size_t c0 = col_begin; c0 < col_end; c0 += 64) {
+    // With a period, the lanes of z_0 and z_2 to keep (kernels.h): z_0 not
+    // where (c0 + l + 1) % period == 0, z_2 not where (c0 + l) % period == 0.
+    uint64_t keep0 = ~uint64_t{0}, keep2 = ~uint64_t{0};
+    if (period > 0) {
+      for (size_t l = (period - c0 % period) % period; l < 64; l += period) keep2 &= ~(uint64_t{1} << l);
+      for (size_t l = (2 * period - 1 - c0 % period) % period; l < 64; l += period) keep0 &= ~(uint64_t{1} << l);
+    }
     // Lanes to store: positions c0 - 2 .. min(c0 + 64, col_end) - 1.
     const size_t valid = std::min<size_t>(64, col_end - c0) + 2;
     __mmask16 lanes[5];
@@ -115,6 +122,16 @@ void f32_conv3_avx512(const float* values, const uint32_t* offsets, const uint32
       w = group<5>(w, offsets, g[4 * stride], g[5 * stride], xc, p, q, u);
       w = group<6>(w, offsets, g[5 * stride], g[6 * stride], xc, p, q, u);
       group<7>(w, offsets, g[6 * stride], g[7 * stride], xc, p, q, u);
+      if (period > 0) {
+        p.a0 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0), p.a0);
+        p.a1 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 16), p.a1);
+        p.a2 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 32), p.a2);
+        p.a3 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 48), p.a3);
+        u.a0 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2), u.a0);
+        u.a1 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2 >> 16), u.a1);
+        u.a2 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2 >> 32), u.a2);
+        u.a3 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2 >> 48), u.a3);
+      }
       const __m512 zero = _mm512_setzero_ps();
       // Position c0 - 2 + 16 v + l: u_v[l] + q_v[l - 1] + p_v[l - 2].
       const __m512 w0 = _mm512_add_ps(u.a0, _mm512_add_ps(shifted<15>(q.a0, zero), shifted<14>(p.a0, zero)));

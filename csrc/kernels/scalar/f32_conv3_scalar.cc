@@ -11,7 +11,7 @@ namespace sparsenet {
 
 void f32_conv3_scalar(const float* values, const uint32_t* offsets, const uint32_t* groups,
                       size_t stride, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
-                      size_t col_begin, size_t col_end, float* y, size_t ldy) {
+                      size_t col_begin, size_t col_end, float* y, size_t ldy, size_t period) {
   constexpr size_t kTile = 64;
   std::vector<float> z(3 * kTile);
   for (size_t c0 = col_begin; c0 < col_end; c0 += kTile) {
@@ -24,7 +24,11 @@ void f32_conv3_scalar(const float* values, const uint32_t* offsets, const uint32
           for (size_t j = 0; j < 3; ++j) {
             if (!(kConv3Columns[g] >> j & 1)) continue;
             const float weight = *w++;
-            for (size_t q = 0; q < kTile; ++q) z[j * kTile + q] += weight * x[offsets[e] + c0 + q];
+            for (size_t q = 0; q < kTile; ++q) {
+              const size_t at = c0 + q;  // a neighbour past a row's end?
+              if (period > 0 && ((j == 0 && (at + 1) % period == 0) || (j == 2 && at % period == 0))) continue;
+              z[j * kTile + q] += weight * x[offsets[e] + at];
+            }
           }
       // Positions p in [c0 - 2, end), relative to the tile: z_j at q = p + j
       // where q is in the tile. y has room for positions c0 - 2 and c0 - 1.
