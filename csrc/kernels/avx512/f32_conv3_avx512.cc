@@ -118,10 +118,12 @@ void f32_conv3_avx512(const float* values, const uint32_t* offsets, const uint32
       w = group<1>(w, offsets, g[0], g[stride], xc, p, q, u);
       w = group<2>(w, offsets, g[stride], g[2 * stride], xc, p, q, u);
       w = group<4>(w, offsets, g[2 * stride], g[3 * stride], xc, p, q, u);
-      w = group<3>(w, offsets, g[3 * stride], g[4 * stride], xc, p, q, u);
-      w = group<5>(w, offsets, g[4 * stride], g[5 * stride], xc, p, q, u);
-      w = group<6>(w, offsets, g[5 * stride], g[6 * stride], xc, p, q, u);
-      group<7>(w, offsets, g[6 * stride], g[7 * stride], xc, p, q, u);
+      if (g[3 * stride] != g[7 * stride]) {  // joint entries (none in sparser layers' plans)
+        w = group<3>(w, offsets, g[3 * stride], g[4 * stride], xc, p, q, u);
+        w = group<5>(w, offsets, g[4 * stride], g[5 * stride], xc, p, q, u);
+        w = group<6>(w, offsets, g[5 * stride], g[6 * stride], xc, p, q, u);
+        group<7>(w, offsets, g[6 * stride], g[7 * stride], xc, p, q, u);
+      }
       if (period > 0) {
         p.a0 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0), p.a0);
         p.a1 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 16), p.a1);

@@ -1,7 +1,8 @@
 // KernelTable::conv3's contract (kernels.h) computed the obvious way: the
 // reference the AVX-512 and AVX2 kernels are tested against (no table runs it; the
 // scalar ISA's direct convolution uses csrmm with the kernel column in the
-// offsets).
+// offsets). The AVX2 kernel hands it the periods it has no registers for,
+// which Conv2d never gives that kernel.
 #include <algorithm>
 #include <vector>
 
