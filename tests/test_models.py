@@ -871,13 +871,14 @@ def test_conv3_on_rows_without_padding_columns(rng, width, height, density):
     one float earlier in its block, the block's first at the float before it,
     its last (a whole tile's last but one when the block fills whole tiles:
     16x8, 112x6 in 4-row blocks) finished by the layer. Kernel heights 1-3,
-    row pads 0-1, bias and fused ReLU, 1 and 2 threads; elsewhere the padded
+    row pads 0-1, bias and fused ReLU, 1 and 2 threads (one image: its blocks
+    and chunks of output channels spread over the workers); elsewhere the padded
     layout runs the same shapes. At 8 % few nonzeros share a kernel row and
     the plan gives one-column entries only (kJointMinShare in layers.cc)."""
-    for kh, pad_h in ((3, 1), (1, 0), (2, 1)):
-        weight = sparse_dense_array((7, 20, kh, 3), density, rng)
-        bias = rng.standard_normal(7).astype(np.float32)
-        x = rng.standard_normal((2, 20, height, width)).astype(np.float32)
+    for kh, pad_h, batch in ((3, 1, 1), (3, 1, 2), (1, 0, 2), (2, 1, 1)):
+        weight = sparse_dense_array((32, 40, kh, 3), density, rng)
+        bias = rng.standard_normal(32).astype(np.float32)
+        x = rng.standard_normal((batch, 40, height, width)).astype(np.float32)
         model = Model([Conv2d(weight, bias, padding=(pad_h, 1)), ReLU()], backend="sparse")
         expected = ref_relu(ref_conv2d(x, weight, bias, 1, (pad_h, 1)))
         for threads in (1, 2):
