@@ -869,12 +869,14 @@ namespace {
 constexpr size_t kDirectTile = 64;
 constexpr int64_t kDirectPanelBytes = 16 * 1024;
 // conv3's panels are twice that: each row of each panel pays the kernel's
-// fixed cost (three groups combined, the tile's loads and stores), which at
-// low density outweighs the L1 misses (Zen 4, one thread, AVX-512 kernel,
+// fixed cost (its groups' loops, the three columns combined, the tile's loads
+// and stores), which at low density outweighs the L1 misses (Zen 4, one
+// thread, AVX-512 kernel,
 // VGG-16 at Han's densities: 1.01-1.08x per layer, 4 % in all; conv4_2 at 5 %
 // 1.19x, at 10 % 1.11x; the AVX2 kernel alike). Only with the planes spread
 // over the L1 sets (direct_plane): before that, 32 KiB panels made the 14x14
-// layers 13 % slower.
+// layers 13 % slower. With joint entries (kernels.h), 48 KiB measured
+// 0.86-1.05x per layer.
 constexpr int64_t kConv3PanelBytes = 32 * 1024;
 constexpr double kJointMinShare = 1.15;  // see direct_plan
 // Every tile streams the nonzeros of all output channels it computes; in
