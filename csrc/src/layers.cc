@@ -823,7 +823,7 @@ int64_t Conv2d::im2col_chunk_rows(int64_t out_h, int64_t out_w) const {
 Conv2d::DirectLayout Conv2d::direct_layout(int64_t height, int64_t width) const {
   const bool conv3 = uses_conv3();
   DirectLayout layout{};
-  if (conv3 && kernel_table(isa()).conv3_periodic && kernel_w_ == 3 && pad_w_ == 1 && width % 8 == 0) {
+  if (conv3 && kernel_table(isa()).conv3_periodic && pad_w_ == 1 && width % 8 == 0) {
     layout.row = width;
     layout.left = 0;
     layout.period = width;
@@ -896,13 +896,9 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const int64_t plane = padded_h * padded_w;
   auto plan = std::make_shared<DirectPlan>();
   plan->conv3 = uses_conv3();
-  const DirectLayout layout = direct_layout(height, width);
-  const int64_t row = layout.row;
-  plan->row = row;
-  plan->plane = layout.plane;
-  plan->left = layout.left;
-  plan->period = layout.period;
-  if (static_cast<uint64_t>(padded_image_floats(in_channels_, plan->plane, kernel_w_)) >= (uint64_t{1} << 32))
+  plan->layout = direct_layout(height, width);
+  const int64_t row = plan->layout.row;
+  if (static_cast<uint64_t>(padded_image_floats(in_channels_, plan->layout.plane, kernel_w_)) >= (uint64_t{1} << 32))
     throw ShapeError(describe("padded input too large for 32-bit offsets"));
   // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
   // (+ 16: a run rarely starts on a cache line), or one span when the tile
@@ -923,7 +919,7 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
     const int64_t c = col / (kernel_h_ * kernel_w_);
     const int64_t i = (col / kernel_w_) % kernel_h_;
     const int64_t j = col % kernel_w_;
-    return static_cast<uint32_t>(c * plan->plane + i * row + (plan->conv3 ? 0 : j));
+    return static_cast<uint32_t>(c * plan->layout.plane + i * row + (plan->conv3 ? 0 : j));
   };
   const auto& row_ptr = w.row_ptr();
   if (!plan->conv3) {
@@ -972,21 +968,23 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
     };
     for (size_t r = 0; r < out_channels; ++r) {
       entries.clear();
-      unsigned columns = 0;  // of the entry being filled, entries.back()
-      int64_t kernel_row = -1;
+      unsigned columns = 0;  // of the entry being filled, entries.back(), whose key lacks its group
+      const auto close = [&] {
+        if (!entries.empty()) entries.back().key += group_of(columns);
+      };
       for (size_t k = row_ptr[r]; k < row_ptr[r + 1]; ++k) {
         const int64_t col = column(k);
         const unsigned j = static_cast<unsigned>(col % kernel_w_);
-        if (!joint || col / kernel_w_ != kernel_row || (columns >> j & 1)) {  // a new entry
-          if (!entries.empty()) entries.back().key += group_of(columns);
+        // A new entry: another kernel row, or its column j taken (a duplicate).
+        if (!joint || k == row_ptr[r] || col / kernel_w_ != column(k - 1) / kernel_w_ || (columns >> j & 1)) {
+          close();
           entries.push_back({static_cast<uint32_t>(panel_of(col) * kConv3Groups), offset_of(col), {0, 0, 0}});
-          kernel_row = col / kernel_w_;
           columns = 0;
         }
         columns |= 1u << j;
         entries.back().w[j] = w.values()[k];
       }
-      if (!entries.empty()) entries.back().key += group_of(columns);
+      close();
       // A counting sort by key, stable (CSR order within a group): count[key]
       // becomes the key's first entry, order the entries in key order.
       std::fill(count.begin(), count.end(), 0);
@@ -1074,14 +1072,15 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
                             const ForwardContext& ctx) const {
   const int64_t channels = in.shape[0], height = in.shape[1], width = in.shape[2];
   const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
-  const int64_t padded_w = plan->row;
+  const DirectLayout& layout = plan->layout;
+  const int64_t padded_w = layout.row;
   const int64_t out_h = out.shape[1], out_w = out.shape[2];
   const size_t in_stride = static_cast<size_t>(channels * height * width);
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
   const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
-  const size_t padded_size = padded_image_floats(channels, plan->plane, kernel_w_) + 16;  // see scratch_floats
+  const size_t padded_size = padded_image_floats(channels, layout.plane, kernel_w_) + 16;  // see scratch_floats
   const auto pad_one = [&](const float* image, float* padded) {
-    pad_image(ctx, image, padded, height, width, padded_w, plan->left, plan->plane, false);
+    pad_image(ctx, image, padded, height, width, padded_w, layout.left, layout.plane, false);
   };
   const int64_t block_rows = direct_block_rows(out_h, padded_w, plan->conv3);
   const int64_t blocks = (out_h + block_rows - 1) / block_rows;
@@ -1099,7 +1098,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
     // Output (y, x) at tile[r * ldy + (y - y0) * padded_w + x], or one float
     // earlier without padding columns (kernels.h: position p is column
     // (p + 1) % W), the first at tile[r * ldy - 1], which the first tile adds to.
-    const int64_t first = plan->period > 0 ? -1 : 0;
+    const int64_t first = layout.period > 0 ? -1 : 0;
     if (plan->conv3)
       for (size_t r = r0; r < r1; ++r) tile[r * ldy - 2] = tile[r * ldy - 1] = 0.0f;
     for (size_t c0 = 0; c0 < n; c0 += kDirectTile) {
@@ -1109,7 +1108,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
           const bool finish = p + 1 == panels;
           const Epilogue ep{finish && !bias().empty() ? bias().data() : nullptr, finish && ctx.fuse_relu, p > 0};
           conv3(plan->values.data(), plan->offsets.data(), plan->starts.data() + kConv3Slots * p * out_channels,
-                out_channels, x, ep, r0, r1, c0, c1, tile, ldy, static_cast<size_t>(plan->period));
+                out_channels, x, ep, r0, r1, c0, c1, tile, ldy, static_cast<size_t>(layout.period));
           continue;
         }
         const uint32_t* starts = plan->starts.data() + p * out_channels;
@@ -1117,7 +1116,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
                             c1, tile, ldy, p > 0, p + 1 == panels, ctx.fuse_relu);
       }
     }
-    if (plan->period > 0 && n % kDirectTile == 0) {
+    if (layout.period > 0 && n % kDirectTile == 0) {
       // The block's last output, position n - 2, is a whole tile's last but
       // one, which conv3 leaves for the next tile to finish (kernels.h); with
       // padding columns it is one of them. Its sum is whole (z_2 at n is left
@@ -1181,7 +1180,7 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
   chunks = std::min((chunks + workers - 1) / workers * workers,
                     std::max<size_t>(1, out_channels / 8));
   for (size_t image = 0; image < batch; ++image) {
-    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, plan->left, plan->plane,
+    pad_image(ctx, in.data + image * in_stride, padded_of(0), height, width, padded_w, layout.left, layout.plane,
               true);
     float* out_image = out.data + image * out_stride;
     ctx.pool->parallel_for(static_cast<size_t>(blocks) * chunks, [&](size_t task, size_t worker) {

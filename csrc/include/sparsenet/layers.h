@@ -325,19 +325,23 @@ class Conv2d : public WeightedLayer {
   // How direct convolution walks one input size: each nonzero's offset into the
   // padded (C, height + 2*pad_h, row) image, and the nonzeros split into panels
   // of input channels (see direct_plan in layers.cc). Cached per size.
-  struct DirectPlan {
-    std::vector<uint32_t> offsets;  // one per nonzero (conv3: per entry), in the order of starts
-    size_t panels = 0;              // channel panels
-    // Floats from one padded row to the next: padded_w, or for conv3 (3-wide
-    // kernels on KernelTable::conv3) padded_w rounded up to a multiple of 8.
+  // Where direct convolution puts the padded image (direct_layout in layers.cc).
+  struct DirectLayout {
+    // Floats from one padded row to the next: padded_w; for conv3 (3-wide
+    // kernels on KernelTable::conv3) padded_w rounded up to a multiple of 8,
+    // or the width itself where the image goes without padding columns.
     int64_t row = 0;
     // Floats from one channel's padded plane to the next: padded_h rows, for
     // conv3 sometimes 16 more (direct_plane in layers.cc).
     int64_t plane = 0;
-    // Where each row's data starts in its padded row: pad_w, or 0 where conv3
-    // takes the image without padding columns (period = width, see
-    // direct_layout in layers.cc; period 0 otherwise).
+    // Where each row's data starts in its padded row: pad_w, or 0 without
+    // padding columns, where period = width (kernels.h; 0 otherwise).
     int64_t left = 0, period = 0;
+  };
+  struct DirectPlan {
+    std::vector<uint32_t> offsets;  // one per nonzero (conv3: per entry), in the order of starts
+    size_t panels = 0;              // channel panels
+    DirectLayout layout;
     bool conv3 = false;
     // Without conv3, starts[p * rows + r]: row r's first nonzero in panel p,
     // p == panels: the row's end. With conv3, the row's entries (kernels.h:
@@ -383,10 +387,6 @@ class Conv2d : public WeightedLayer {
   // The whole image; large ones split over the pool's workers if all_workers.
   void pad_image(const ForwardContext& ctx, const float* image, float* padded, int64_t height,
                  int64_t width, int64_t row, int64_t left, int64_t plane, bool all_workers) const;
-  // Where direct convolution puts the padded image (see DirectPlan).
-  struct DirectLayout {
-    int64_t row, plane, left, period;
-  };
   DirectLayout direct_layout(int64_t height, int64_t width) const;
 
   int64_t in_channels_, kernel_h_, kernel_w_, stride_h_, stride_w_, pad_h_, pad_w_;
