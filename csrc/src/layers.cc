@@ -876,7 +876,8 @@ constexpr int64_t kDirectPanelBytes = 16 * 1024;
 // 1.19x, at 10 % 1.11x; the AVX2 kernel alike). Only with the planes spread
 // over the L1 sets (direct_plane): before that, 32 KiB panels made the 14x14
 // layers 13 % slower. With joint entries (kernels.h), 48 KiB measured
-// 0.86-1.05x per layer.
+// 0.86-1.05x per layer; 64 and 128 KiB 0.75-1.02x (conv3_2, conv4_2, conv5_2,
+// conv4_2 at 5 % and 10 %), 24 and 40 KiB within noise.
 constexpr int64_t kConv3PanelBytes = 32 * 1024;
 constexpr double kJointMinShare = 1.15;  // see direct_plan
 // Every tile streams the nonzeros of all output channels it computes; in

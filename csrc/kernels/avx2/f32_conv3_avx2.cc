@@ -21,8 +21,14 @@
 // csrmm tile), VGG-16's 3x3 layers at Han's densities: 1.06-1.26x faster
 // (lower-quartile times in alternating processes, with the whole-tile blocks
 // of layers.cc), conv4_2 at 10 % 1.06x, at 30 % 1.22x; within 0-10 % of the
-// AVX-512 kernel, which stays the choice where the CPU has it. Built with
-// -mavx2 -mfma only.
+// AVX-512 kernel, which stays the choice where the CPU has it.
+// Tried: the AVX-512 kernel's scheme in ymm registers (z_0, z_1, z_2 apart,
+// so that joint entries load their run once), which fits 16 registers only
+// as two 32-position halves of each tile: C++ probe on Zen 4, AVX2 code, one
+// thread, against this kernel: conv2_2 at 36 % 1.01x, conv3_2 at 24 % 0.90x,
+// conv4_2 at 27 % 0.76x, at 10 % 0.62x. The halves' second pass over the
+// row's groups (loop exits, the shifts, twice the stores) costs more than the
+// shared loads save. Built with -mavx2 -mfma only.
 #include <immintrin.h>
 
 #include <algorithm>

@@ -26,7 +26,13 @@
 // 86 GFLOP/s when each FMA loads its own line of L1, 105 when two FMAs load
 // each line, 107 for FMAs on registers. Two entries at a time in
 // the one-column groups (eight FMA chains instead of four) measured 0.85-1.13x
-// per layer, slower in all; 48 KiB panels 0.86-1.05x.
+// per layer, slower in all; 48 KiB panels 0.86-1.05x. 128-position tiles
+// (24 zmm accumulators; Conv2d handing the kernel two tiles per call on maps
+// whose rows take at most 32 floats, with panels of 1.5x fewer channels): C++
+// probe 1.02-1.10x on conv4_2 at 5-27 %, 1.0x on conv5_2, 0.97x on conv3_2
+// (rows of 64); in whole layers one bench/ab.py run gave conv4_x / conv5_x
+// 1.02-1.11x and conv4_2 at 10 % 1.10x, but later runs, and both plans timed
+// alternately in one process, on a busy host 0.91-1.03x: not kept.
 // Built with -mavx2 -mfma -mavx512f -mavx512vl only.
 #include <immintrin.h>
 
