@@ -863,14 +863,17 @@ def test_built_layers_give_their_weight_back_exactly(rng, backend, kind):
 
 
 @pytest.mark.parametrize("density", [0.08, 0.4])
-@pytest.mark.parametrize("width, height", [(8, 1), (16, 8), (16, 13), (24, 20), (56, 9), (112, 6)])
+@pytest.mark.parametrize("width, height", [(8, 1), (16, 8), (16, 13), (24, 20), (32, 4), (56, 9), (112, 6),
+                                           (20, 9), (28, 7)])
 def test_conv3_on_rows_without_padding_columns(rng, width, height, density):
     """Where the conv3 kernel masks the neighbours past a row's ends
     (kernel_info's avx512_kernels), 3-wide kernels padded by one column on maps
     a multiple of 8 wide take the image without padding columns: each output
     one float earlier in its block, the block's first at the float before it,
     its last (a whole tile's last but one when the block fills whole tiles:
-    16x8, 112x6 in 4-row blocks) finished by the layer. Kernel heights 1-3,
+    16x8, 32x4, 112x6 in 4-row blocks) finished by the layer. Rows of 24 and
+    32 floats (24x20, 32x4; padded, 20x9 and 28x7) take two tiles per kernel
+    call (kConv3DoubleTileRows in layers.cc). Kernel heights 1-3,
     row pads 0-1, bias and fused ReLU, 1 and 2 threads (one image: its blocks
     and chunks of output channels spread over the workers); elsewhere the padded
     layout runs the same shapes. At 8 % few nonzeros share a kernel row and

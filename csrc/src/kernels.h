@@ -192,10 +192,14 @@ struct KernelTable {
   // given a kernel row's nonzeros as one entry (the AVX-512 kernel) or one
   // entry per nonzero (the AVX2 kernel, whose groups share registers);
   // conv3_periodic: whether it runs images without padding columns (period >
-  // 0) at full speed (the AVX-512 kernel, which masks z_0 and z_2 apart).
+  // 0) at full speed (the AVX-512 kernel, which masks z_0 and z_2 apart);
+  // conv3_double_tiles: whether it computes two tiles at once where a call
+  // spans more than one (the AVX-512 kernel: 128 positions in 24 zmm
+  // accumulators), so that Conv2d may hand it 128 positions per call.
   Conv3Kernel conv3 = nullptr;
   bool conv3_joint_entries = false;
   bool conv3_periodic = false;
+  bool conv3_double_tiles = false;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.

@@ -866,6 +866,7 @@ namespace {
 // kDirectPanelBytes (half of a 32 KiB L1), accumulating each panel's products
 // into the tile. On Zen 3 this took VGG-16's conv3-5 layers from 12-15 to
 // 19-30 useful GFLOP/s on one core (32-column tiles or 32 KiB panels: slower).
+// conv3 on some maps takes two tiles at a time (DirectPlan::tile, below).
 constexpr size_t kDirectTile = 64;
 constexpr int64_t kDirectPanelBytes = 16 * 1024;
 // conv3's panels are twice that: each row of each panel pays the kernel's
@@ -880,6 +881,19 @@ constexpr int64_t kDirectPanelBytes = 16 * 1024;
 // conv4_2 at 5 % and 10 %), 24 and 40 KiB within noise.
 constexpr int64_t kConv3PanelBytes = 32 * 1024;
 constexpr double kJointMinShare = 1.15;  // see direct_plan
+// conv3 calls of two tiles (KernelTable::conv3_double_tiles) on maps whose
+// rows take more than kConv3DoubleTileRows[0] and at most
+// kConv3DoubleTileRows[1] floats: each row of each panel pays the kernel's
+// fixed cost (its groups' loops, combining the columns, the tile's stores)
+// half as often per position, for panels of 1.5x fewer channels (rows of 32:
+// a tile's span per channel grows from 130 to 194 floats). Zen 4, VGG-16 at
+// Han's densities, both plans timed alternately in one process on a busy host
+// (the same plan against itself: 0.96-1.03x), 1 / 2 threads: conv4_x (28x28
+// maps in rows of 32) 1.02-1.03x / 1.03x, conv4_2 at 10 % 1.06x / 1.04x, at 5 %
+// 1.06x / 0.96x; conv5_x (14x14 in rows of 16, where the panels shrink 1.65x)
+// 0.97-1.03x / 0.83-0.98x, conv3_x (rows of 56-64) and conv2_x 0.93-0.99x, so
+// those keep one tile per call. Not measured on rows of 24.
+constexpr int64_t kConv3DoubleTileRows[2] = {16, 32};
 // Every tile streams the nonzeros of all output channels it computes; in
 // groups of output channels whose nonzeros take about this many bytes, a
 // group's stay in L2/L3 from one tile to the next. Measured on VGG-16 at one
@@ -904,7 +918,11 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
   // (+ 16: a run rarely starts on a cache line), or one span when the tile
   // wraps a padded row.
-  const int64_t tile = static_cast<int64_t>(kDirectTile);
+  plan->tile = plan->conv3 && kernel_table(isa()).conv3_double_tiles && row > kConv3DoubleTileRows[0] &&
+                       row <= kConv3DoubleTileRows[1]
+                   ? 2 * kDirectTile
+                   : kDirectTile;
+  const int64_t tile = static_cast<int64_t>(plan->tile);
   const int64_t span = std::min((kernel_h_ - 1) * row + tile + kernel_w_ - 1,
                                 kernel_h_ * (tile + kernel_w_ - 1 + 16));
   const int64_t fit = std::max<int64_t>(1, (plan->conv3 ? kConv3PanelBytes : kDirectPanelBytes) / (4 * span));
@@ -1102,8 +1120,8 @@ void Conv2d::forward_direct(const TensorView& in, const MutableTensorView& out,
     const int64_t first = layout.period > 0 ? -1 : 0;
     if (plan->conv3)
       for (size_t r = r0; r < r1; ++r) tile[r * ldy - 2] = tile[r * ldy - 1] = 0.0f;
-    for (size_t c0 = 0; c0 < n; c0 += kDirectTile) {
-      const size_t c1 = std::min(n, c0 + kDirectTile);
+    for (size_t c0 = 0; c0 < n; c0 += plan->tile) {
+      const size_t c1 = std::min(n, c0 + plan->tile);
       for (size_t p = 0; p < panels; ++p) {
         if (plan->conv3) {  // it also finishes the tile before's last two positions
           const bool finish = p + 1 == panels;

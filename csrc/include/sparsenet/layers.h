@@ -343,6 +343,7 @@ class Conv2d : public WeightedLayer {
     size_t panels = 0;              // channel panels
     DirectLayout layout;
     bool conv3 = false;
+    size_t tile = 64;  // output positions per kernel call: one tile, or two for conv3 on some maps
     // Without conv3, starts[p * rows + r]: row r's first nonzero in panel p,
     // p == panels: the row's end. With conv3, the row's entries (kernels.h:
     // a kernel row's nonzeros, or one nonzero, the offset leaving the kernel

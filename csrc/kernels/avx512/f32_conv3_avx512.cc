@@ -26,13 +26,12 @@
 // 86 GFLOP/s when each FMA loads its own line of L1, 105 when two FMAs load
 // each line, 107 for FMAs on registers. Two entries at a time in
 // the one-column groups (eight FMA chains instead of four) measured 0.85-1.13x
-// per layer, slower in all; 48 KiB panels 0.86-1.05x. 128-position tiles
-// (24 zmm accumulators; Conv2d handing the kernel two tiles per call on maps
-// whose rows take at most 32 floats, with panels of 1.5x fewer channels): C++
-// probe 1.02-1.10x on conv4_2 at 5-27 %, 1.0x on conv5_2, 0.97x on conv3_2
-// (rows of 64); in whole layers one bench/ab.py run gave conv4_x / conv5_x
-// 1.02-1.11x and conv4_2 at 10 % 1.10x, but later runs, and both plans timed
-// alternately in one process, on a busy host 0.91-1.03x: not kept.
+// per layer, slower in all; 48 KiB panels 0.86-1.05x.
+// Where a call spans more than one tile, two are computed at once: 128
+// positions in 24 zmm accumulators, each entry's weights broadcast once for
+// both, the row's fixed cost paid once. Conv2d hands it such calls on the
+// 28-wide maps only (layers.cc, kConv3DoubleTileRows): C++ probe 1.02-1.10x on
+// conv4_2 at 5-27 %, in whole layers 1.02-1.06x; 0.97x on conv3_2 (rows of 64).
 // Built with -mavx2 -mfma -mavx512f -mavx512vl only.
 #include <immintrin.h>
 
@@ -43,36 +42,32 @@
 namespace sparsenet {
 namespace {
 
+// 16 * T positions of z_j in T zmm registers.
+template <int T>
 struct Tile {
-  __m512 a0, a1, a2, a3;
+  __m512 a[T];
 };
 
 // The entries [begin, end) of one group, holding the columns of kColumns (bit
 // j for column j), their weights from w on; returns the weights' end.
-template <unsigned kColumns>
+template <unsigned kColumns, int T>
 inline const float* group(const float* w, const uint32_t* offsets, uint32_t begin, uint32_t end,
-                          const float* x, Tile& p, Tile& q, Tile& u) {
+                          const float* x, Tile<T>& p, Tile<T>& q, Tile<T>& u) {
   constexpr bool k0 = kColumns & 1, k1 = kColumns & 2, k2 = kColumns & 4;
   constexpr int kWidth = k0 + k1 + k2;
   for (uint32_t e = begin; e < end; ++e, w += kWidth) {
     const float* xe = x + offsets[e];
-    const __m512 x0 = _mm512_loadu_ps(xe), x1 = _mm512_loadu_ps(xe + 16), x2 = _mm512_loadu_ps(xe + 32),
-                 x3 = _mm512_loadu_ps(xe + 48);
     int at = 0;
-    if (k0) {
-      const __m512 v = _mm512_set1_ps(w[at++]);
-      p.a0 = _mm512_fmadd_ps(v, x0, p.a0), p.a1 = _mm512_fmadd_ps(v, x1, p.a1);
-      p.a2 = _mm512_fmadd_ps(v, x2, p.a2), p.a3 = _mm512_fmadd_ps(v, x3, p.a3);
-    }
-    if (k1) {
-      const __m512 v = _mm512_set1_ps(w[at++]);
-      q.a0 = _mm512_fmadd_ps(v, x0, q.a0), q.a1 = _mm512_fmadd_ps(v, x1, q.a1);
-      q.a2 = _mm512_fmadd_ps(v, x2, q.a2), q.a3 = _mm512_fmadd_ps(v, x3, q.a3);
-    }
-    if (k2) {
-      const __m512 v = _mm512_set1_ps(w[at]);
-      u.a0 = _mm512_fmadd_ps(v, x0, u.a0), u.a1 = _mm512_fmadd_ps(v, x1, u.a1);
-      u.a2 = _mm512_fmadd_ps(v, x2, u.a2), u.a3 = _mm512_fmadd_ps(v, x3, u.a3);
+    __m512 v0, v1, v2;
+    if (k0) v0 = _mm512_set1_ps(w[at++]);
+    if (k1) v1 = _mm512_set1_ps(w[at++]);
+    if (k2) v2 = _mm512_set1_ps(w[at]);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 xt = _mm512_loadu_ps(xe + 16 * t);
+      if (k0) p.a[t] = _mm512_fmadd_ps(v0, xt, p.a[t]);
+      if (k1) q.a[t] = _mm512_fmadd_ps(v1, xt, q.a[t]);
+      if (k2) u.a[t] = _mm512_fmadd_ps(v2, xt, u.a[t]);
     }
   }
   return w;
@@ -94,71 +89,90 @@ inline void store(float* y, __mmask16 mask, __mmask16 accumulate, __mmask16 fini
   _mm512_mask_storeu_ps(y, mask, v);
 }
 
+// The tile of 16 * T positions [c0, c0 + 16 T) for rows [row_begin, row_end):
+// kernels.h's 64-position tiles two at a time where T = 8, which leaves the
+// same sums in y (the first tile's last two positions, which the second
+// finishes, come out whole at once).
+template <int T>
+void tile(const float* values, const uint32_t* offsets, const uint32_t* groups, size_t stride,
+          const float* x, const Epilogue& ep, size_t row_begin, size_t row_end, size_t c0, size_t col_end,
+          float* y, size_t ldy, size_t period) {
+  constexpr size_t kPositions = 16 * T;
+  // With a period, the lanes of z_0 and z_2 to keep (kernels.h): z_0 not
+  // where (c0 + l + 1) % period == 0, z_2 not where (c0 + l) % period == 0.
+  __mmask16 keep0[T], keep2[T];
+  for (int t = 0; t < T; ++t) keep0[t] = keep2[t] = 0xffff;
+  if (period > 0) {
+    for (size_t l = (period - c0 % period) % period; l < kPositions; l += period)
+      keep2[l / 16] &= static_cast<__mmask16>(~(1u << (l % 16)));
+    for (size_t l = (2 * period - 1 - c0 % period) % period; l < kPositions; l += period)
+      keep0[l / 16] &= static_cast<__mmask16>(~(1u << (l % 16)));
+  }
+  // Lanes to store: positions c0 - 2 .. min(c0 + 16 T, col_end) - 1.
+  const size_t valid = std::min(kPositions, col_end - c0) + 2;
+  __mmask16 lanes[T + 1];
+  for (size_t v = 0; v <= T; ++v) {
+    const size_t first = 16 * v;
+    lanes[v] = valid <= first ? 0 : valid - first >= 16 ? 0xffff : static_cast<__mmask16>((1u << (valid - first)) - 1);
+  }
+  const __mmask16 add = ep.accumulate ? 0xffff : 0;
+  const __mmask16 finish = ep.bias || ep.relu ? 0xffff : 0;
+  const float* xc = x + c0;
+  for (size_t r = row_begin; r < row_end; ++r) {
+    const uint32_t* g = groups + r;
+    Tile<T> p, q, u;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) p.a[t] = q.a[t] = u.a[t] = _mm512_setzero_ps();
+    const float* w = values + g[8 * stride];
+    w = group<1>(w, offsets, g[0], g[stride], xc, p, q, u);
+    w = group<2>(w, offsets, g[stride], g[2 * stride], xc, p, q, u);
+    w = group<4>(w, offsets, g[2 * stride], g[3 * stride], xc, p, q, u);
+    if (g[3 * stride] != g[7 * stride]) {  // joint entries (none in sparser layers' plans)
+      w = group<3>(w, offsets, g[3 * stride], g[4 * stride], xc, p, q, u);
+      w = group<5>(w, offsets, g[4 * stride], g[5 * stride], xc, p, q, u);
+      w = group<6>(w, offsets, g[5 * stride], g[6 * stride], xc, p, q, u);
+      group<7>(w, offsets, g[6 * stride], g[7 * stride], xc, p, q, u);
+    }
+    if (period > 0) {
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        p.a[t] = _mm512_maskz_mov_ps(keep0[t], p.a[t]);
+        u.a[t] = _mm512_maskz_mov_ps(keep2[t], u.a[t]);
+      }
+    }
+    // Position c0 - 2 + 16 t + l: u_t[l] + q_t[l - 1] + p_t[l - 2]. Positions
+    // c0 - 2 and c0 - 1 (the first two lanes) always add to what the tile
+    // before began; the rest add only with ep.accumulate. The epilogue
+    // finishes the positions below c0 + 16 T - 2; the last two still wait for
+    // z_1 / z_2 of the next tile.
+    const __m512 zero = _mm512_setzero_ps();
+    float* yr = y + r * ldy + c0 - 2;
+    store(yr, lanes[0], add | 0x3, finish,
+          _mm512_add_ps(u.a[0], _mm512_add_ps(shifted<15>(q.a[0], zero), shifted<14>(p.a[0], zero))), ep, r);
+#pragma GCC unroll 8
+    for (int t = 1; t < T; ++t)
+      store(yr + 16 * t, lanes[t], add, finish,
+            _mm512_add_ps(u.a[t], _mm512_add_ps(shifted<15>(q.a[t], q.a[t - 1]), shifted<14>(p.a[t], p.a[t - 1]))),
+            ep, r);
+    store(yr + 16 * T, lanes[T], add, 0, _mm512_add_ps(shifted<15>(zero, q.a[T - 1]), shifted<14>(zero, p.a[T - 1])),
+          ep, r);
+  }
+}
+
 }  // namespace
 
 void f32_conv3_avx512(const float* values, const uint32_t* offsets, const uint32_t* groups,
                       size_t stride, const float* x, Epilogue ep, size_t row_begin, size_t row_end,
                       size_t col_begin, size_t col_end, float* y, size_t ldy, size_t period) {
-  for (size_t c0 = col_begin; c0 < col_end; c0 += 64) {
-    // With a period, the lanes of z_0 and z_2 to keep (kernels.h): z_0 not
-    // where (c0 + l + 1) % period == 0, z_2 not where (c0 + l) % period == 0.
-    uint64_t keep0 = ~uint64_t{0}, keep2 = ~uint64_t{0};
-    if (period > 0) {
-      for (size_t l = (period - c0 % period) % period; l < 64; l += period) keep2 &= ~(uint64_t{1} << l);
-      for (size_t l = (2 * period - 1 - c0 % period) % period; l < 64; l += period) keep0 &= ~(uint64_t{1} << l);
-    }
-    // Lanes to store: positions c0 - 2 .. min(c0 + 64, col_end) - 1.
-    const size_t valid = std::min<size_t>(64, col_end - c0) + 2;
-    __mmask16 lanes[5];
-    for (size_t v = 0; v < 5; ++v) {
-      const size_t first = 16 * v;
-      lanes[v] = valid <= first ? 0 : valid - first >= 16 ? 0xffff : static_cast<__mmask16>((1u << (valid - first)) - 1);
-    }
-    const float* xc = x + c0;
-    for (size_t r = row_begin; r < row_end; ++r) {
-      const uint32_t* g = groups + r;
-      Tile p, q, u;
-      p.a0 = p.a1 = p.a2 = p.a3 = _mm512_setzero_ps();
-      q = u = p;
-      const float* w = values + g[8 * stride];
-      w = group<1>(w, offsets, g[0], g[stride], xc, p, q, u);
-      w = group<2>(w, offsets, g[stride], g[2 * stride], xc, p, q, u);
-      w = group<4>(w, offsets, g[2 * stride], g[3 * stride], xc, p, q, u);
-      if (g[3 * stride] != g[7 * stride]) {  // joint entries (none in sparser layers' plans)
-        w = group<3>(w, offsets, g[3 * stride], g[4 * stride], xc, p, q, u);
-        w = group<5>(w, offsets, g[4 * stride], g[5 * stride], xc, p, q, u);
-        w = group<6>(w, offsets, g[5 * stride], g[6 * stride], xc, p, q, u);
-        group<7>(w, offsets, g[6 * stride], g[7 * stride], xc, p, q, u);
-      }
-      if (period > 0) {
-        p.a0 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0), p.a0);
-        p.a1 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 16), p.a1);
-        p.a2 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 32), p.a2);
-        p.a3 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep0 >> 48), p.a3);
-        u.a0 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2), u.a0);
-        u.a1 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2 >> 16), u.a1);
-        u.a2 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2 >> 32), u.a2);
-        u.a3 = _mm512_maskz_mov_ps(static_cast<__mmask16>(keep2 >> 48), u.a3);
-      }
-      const __m512 zero = _mm512_setzero_ps();
-      // Position c0 - 2 + 16 v + l: u_v[l] + q_v[l - 1] + p_v[l - 2].
-      const __m512 w0 = _mm512_add_ps(u.a0, _mm512_add_ps(shifted<15>(q.a0, zero), shifted<14>(p.a0, zero)));
-      const __m512 w1 = _mm512_add_ps(u.a1, _mm512_add_ps(shifted<15>(q.a1, q.a0), shifted<14>(p.a1, p.a0)));
-      const __m512 w2 = _mm512_add_ps(u.a2, _mm512_add_ps(shifted<15>(q.a2, q.a1), shifted<14>(p.a2, p.a1)));
-      const __m512 w3 = _mm512_add_ps(u.a3, _mm512_add_ps(shifted<15>(q.a3, q.a2), shifted<14>(p.a3, p.a2)));
-      const __m512 w4 = _mm512_add_ps(shifted<15>(zero, q.a3), shifted<14>(zero, p.a3));
-      // Positions c0 - 2 and c0 - 1 (the first two lanes) always add to what
-      // the tile before began; the rest add only with ep.accumulate. The
-      // epilogue finishes the positions below c0 + 62; c0 + 62 and c0 + 63
-      // still wait for z_1 / z_2 of the next tile.
-      float* yr = y + r * ldy + c0 - 2;
-      const __mmask16 add = ep.accumulate ? 0xffff : 0;
-      const __mmask16 finish = ep.bias || ep.relu ? 0xffff : 0;
-      store(yr, lanes[0], add | 0x3, finish, w0, ep, r);
-      store(yr + 16, lanes[1], add, finish, w1, ep, r);
-      store(yr + 32, lanes[2], add, finish, w2, ep, r);
-      store(yr + 48, lanes[3], add, finish, w3, ep, r);
-      store(yr + 64, lanes[4], add, 0, w4, ep, r);
+  // Two 64-position tiles at once where more than one is left (it then reads
+  // no further than they would).
+  for (size_t c0 = col_begin; c0 < col_end;) {
+    if (col_end - c0 > 64) {
+      tile<8>(values, offsets, groups, stride, x, ep, row_begin, row_end, c0, col_end, y, ldy, period);
+      c0 += 128;
+    } else {
+      tile<4>(values, offsets, groups, stride, x, ep, row_begin, row_end, c0, col_end, y, ldy, period);
+      c0 += 64;
     }
   }
 }
