@@ -915,9 +915,9 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   const int64_t row = plan->layout.row;
   if (static_cast<uint64_t>(padded_image_floats(in_channels_, plan->layout.plane, kernel_w_)) >= (uint64_t{1} << 32))
     throw ShapeError(describe("padded input too large for 32-bit offsets"));
-  // Input floats one tile reads per channel: kernel_h runs of tile + kernel_w - 1
-  // (+ 16: a run rarely starts on a cache line), or one span when the tile
-  // wraps a padded row.
+  // Positions per kernel call, and the input floats one call reads per
+  // channel: kernel_h runs of tile + kernel_w - 1 (+ 16: a run rarely starts
+  // on a cache line), or one span when the call wraps a padded row.
   plan->tile = plan->conv3 && kernel_table(isa()).conv3_double_tiles && row > kConv3DoubleTileRows[0] &&
                        row <= kConv3DoubleTileRows[1]
                    ? 2 * kDirectTile
