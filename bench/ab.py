@@ -12,10 +12,12 @@ turn, round after round, so that the host's drift hits them alike:
     python bench/ab.py --variant old=/tmp/old/python --variant new=python \\
         --layers conv4_2@0.10 conv4_2:dense-winograd --threads 2 --rounds 4
 
-Layers are the bench's VGG-16 cases (benchlib.vgg16_conv_cases, same weights):
-`conv4_2` at Han et al.'s density, `conv4_2@0.10` at another, `conv4_2:CHOICE`
+Layers are the bench's VGG-16 cases (benchlib.vgg16_conv_cases, and the FC
+layers fc6, fc7, fc8 of benchlib.fc_cases; same weights): `conv4_2` at Han et
+al.'s density, `conv4_2@0.10` at another, `conv4_2:CHOICE`
 with an `auto` layer pinned to one of dense, dense-direct, dense-winograd
-(`sparse`, the default, runs backend="sparse"); `vgg16` for all 13. Each cell is
+(`sparse`, the default, runs backend="sparse"; `fc6:dense` runs
+backend="dense"); `vgg16` for all 13. Each cell is
 the lowest, over the rounds, of each process's lower-quartile time in ms;
 the last columns divide the first variant's time by each other's.
 """
@@ -45,16 +47,25 @@ def worker(threads: int, seconds: float, batch: int, specs: list[str]) -> None:
     import numpy as np
 
     import sparsenet
-    from benchlib import vgg16_conv_cases
+    from benchlib import VGG16, fc_cases, vgg16_conv_cases
 
     sparsenet.set_num_threads(threads)
     cases = {case.name: case for case in vgg16_conv_cases()}
-    for spec in [spec for layer in specs for spec in (list(cases) if layer == "vgg16" else [layer])]:
+    fc_by_shape = {case.weight_shape: case for case in fc_cases()}
+    for spec in VGG16.weighted():
+        if spec.kind == "linear":  # fc_cases names them by shape, at Han's densities
+            case = fc_by_shape[tuple(spec.weight_shape)]
+            cases[spec.name] = dataclasses.replace(case, density=VGG16.han_densities[spec.name])
+    convolutions = [name for name, case in cases.items() if case.kind == "conv"]
+    for spec in [spec for layer in specs for spec in (convolutions if layer == "vgg16" else [layer])]:
         name, density, choice = parse_layer(spec)
         case = cases[name] if density is None else dataclasses.replace(cases[name], density=density)
-        model = case.build_model(case.build_weights(), "sparse" if choice == "sparse" else "auto")
-        if choice != "sparse":
-            model.layers[0]._core._pin_choice(choice)
+        if case.kind == "fc":  # a Linear runs `sparse` or `dense` as its backend
+            model = case.build_model(case.build_weights(), choice)
+        else:
+            model = case.build_model(case.build_weights(), "sparse" if choice == "sparse" else "auto")
+            if choice != "sparse":
+                model.layers[0]._core._pin_choice(choice)
         x = np.random.default_rng(0).standard_normal((batch, *case.sample_shape)).astype(np.float32)
         for _ in range(3):
             model(x)
