@@ -173,13 +173,13 @@ struct KernelTable {
   CsrmvKernel<uint16_t> csrmv_u16;
   CsrmvKernel<uint32_t> csrmv_u32;
   // csrmv_u16 fetching x with scalar loads instead of gathers (identical sums):
-  // faster on some cores when x sits in L1, see csrmv_l1_loads_win(). Where the
-  // CPU has AVX-512F+VL, csrmv_u16_l1 is the masked-broadcast kernel (6-9 %
-  // faster on Zen 4 with the matrix in cache) and csrmv_u16_l1_stream the AVX2
-  // one, for vector panels whose matrix streams from memory (fc6 at 10 %: the
-  // masked broadcasts were 5 % slower there, at 4 % 5 % faster; kept simple).
+  // faster on some cores when x sits in L1, see csrmv_l1_loads_win(): layers
+  // whose x fits L1, and vector panels. Where the CPU has AVX-512F+VL, the
+  // masked-broadcast kernel, also for vector panels whose matrix streams from
+  // memory (Zen 4, bench/ab.py, alternating processes, against the AVX2
+  // insertps kernel: with the matrix in cache 6-9 % faster; fc6 at 10 % 1.12x
+  // and 1.14x on two threads in two runs, 1.02x on one; at 4 % 0.95-1.20x).
   CsrmvKernel<uint16_t> csrmv_u16_l1;
-  CsrmvKernel<uint16_t> csrmv_u16_l1_stream;
   CsrmmKernel<uint16_t> csrmm_u16;
   CsrmmKernel<uint32_t> csrmm_u32;
   ConvDenseKernel conv_dense;
@@ -208,12 +208,10 @@ const KernelTable& kernel_table(Isa isa);
 // Vectors of at most this many floats (24 KiB) count as L1-resident for csrmv.
 constexpr size_t kL1VectorFloats = 6144;
 
-// Whether the avx2 table's csrmv_u16_l1 (csrmv_u16_l1_stream) beats csrmv_u16
-// on this CPU for an L1-resident x: measured once per process on a synthetic
-// 10 %-dense 256x4096 matrix (about 1 ms; gathers are slow on AMD Zen, fast on
-// recent Intel cores).
+// Whether the avx2 table's csrmv_u16_l1 beats csrmv_u16 on this CPU for an
+// L1-resident x: measured once per process on a synthetic 10 %-dense 256x4096
+// matrix (about 1 ms; gathers are slow on AMD Zen, fast on recent Intel cores).
 bool csrmv_l1_loads_win();
-bool csrmv_l1_stream_loads_win();
 
 // The last-level cache's size in bytes as the C library reports it (L3, else
 // L2; 0 where unknown). A matrix whose nonzeros (values and indices) take more

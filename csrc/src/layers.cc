@@ -250,7 +250,7 @@ void WeightedLayer::build_vector_panels() {
   }
   vector_panels_ = count;
   vector_width_ = static_cast<size_t>(width);
-  vector_loads_ = isa_ == Isa::kAvx2 && csrmv_l1_stream_loads_win();
+  vector_loads_ = isa_ == Isa::kAvx2 && csrmv_l1_loads_win();
 }
 
 void WeightedLayer::build_column_panels() {
@@ -481,7 +481,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
         const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
         const CsrRef<uint16_t> panel{vector_starts_.data() + p * (rows + 1), vector_col16_.data(),
                                      vector_values_.data(), nullptr, false, csrmv_stream_};
-        (vector_loads_ ? k.csrmv_u16_l1_stream : k.csrmv_u16)(panel, x + p * vector_width_, pe,
+        (vector_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(panel, x + p * vector_width_, pe,
                                                               row_begin, row_end, y);
       }
     } else if (narrow) {

@@ -67,13 +67,13 @@ Isa active_isa() {
 
 const KernelTable& kernel_table(Isa isa) {
   static const KernelTable scalar{Isa::kScalar, f32_csrmv_u16_scalar, f32_csrmv_u32_scalar,
-                                  f32_csrmv_u16_scalar, f32_csrmv_u16_scalar, f32_csrmm_u16_scalar,
+                                  f32_csrmv_u16_scalar, f32_csrmm_u16_scalar,
                                   f32_csrmm_u32_scalar,
                                   f32_conv_dense_scalar, f32_maxpool2x2_scalar,
                                   f32_winograd_input_scalar, f32_winograd_output_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
                                 avx512_kernels_enabled() ? f32_csrmv_u16_l1_avx512 : f32_csrmv_u16_l1_avx2,
-                                f32_csrmv_u16_l1_avx2, f32_csrmm_u16_avx2, f32_csrmm_u32_avx2,
+                                f32_csrmm_u16_avx2, f32_csrmm_u32_avx2,
                                 f32_conv_dense_avx2, f32_maxpool2x2_avx2,
                                 f32_winograd_input_avx2, f32_winograd_output_avx2,
                                 avx512_kernels_enabled() ? f32_conv3_avx512 : f32_conv3_avx2,
@@ -85,16 +85,9 @@ const KernelTable& kernel_table(Isa isa) {
   return scalar;
 }
 
-namespace {
-// Whether each x-by-loads kernel of the avx2 table beats the gather kernel.
-struct LoadsWin {
-  bool l1 = false, l1_stream = false;
-};
-
-const LoadsWin& loads_win() {
-  static const LoadsWin win = [] {
-    LoadsWin w;
-    if (!cpu_has_avx2_fma()) return w;
+bool csrmv_l1_loads_win() {
+  static const bool win = [] {
+    if (!cpu_has_avx2_fma()) return false;
     constexpr size_t kRows = 256, kCols = 4096, kPerRow = kCols / 10;
     std::vector<uint32_t> row_ptr(kRows + 1);
     std::vector<uint16_t> col(kRows * kPerRow);
@@ -120,14 +113,10 @@ const LoadsWin& loads_win() {
     };
     best_of(f32_csrmv_u16_avx2);  // warm caches
     const double gather = best_of(f32_csrmv_u16_avx2);
-    const KernelTable& k = kernel_table(Isa::kAvx2);
-    w.l1 = best_of(k.csrmv_u16_l1) < gather;
-    w.l1_stream = k.csrmv_u16_l1_stream == k.csrmv_u16_l1 ? w.l1 : best_of(k.csrmv_u16_l1_stream) < gather;
-    return w;
+    return best_of(kernel_table(Isa::kAvx2).csrmv_u16_l1) < gather;
   }();
   return win;
 }
-}  // namespace
 
 size_t last_level_cache_bytes() {
   static const size_t bytes = [] {
@@ -142,8 +131,5 @@ size_t last_level_cache_bytes() {
 }
 
 size_t csrmv_stream_bytes() { return last_level_cache_bytes() / 2; }
-
-bool csrmv_l1_loads_win() { return loads_win().l1; }
-bool csrmv_l1_stream_loads_win() { return loads_win().l1_stream; }
 
 }  // namespace sparsenet

@@ -52,9 +52,9 @@ def kernel_info() -> dict:
         "cpu_avx2_fma": _core.cpu_has_avx2_fma(),
         "kernels": {
             "csrmv": [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"],
-            # x in L1 read by loads, where they beat gathers: matrix in cache, vector panels
-            "csrmv_x_loads": ([("f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2"),
-                               "f32_csrmv_u16_l1_avx2"] if isa == "avx2" else []),
+            # x in L1 read by loads, where they beat gathers (x fits L1, vector panels)
+            "csrmv_x_loads": ([("f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2")]
+                              if isa == "avx2" else []),
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
             # direct convolution of 3-wide kernels with aligned loads
             "conv3": ["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [],

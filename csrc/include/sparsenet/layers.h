@@ -251,7 +251,7 @@ class WeightedLayer : public Layer {
   // i = p * (rows_ + 1) + r. Empty unless build_vector_panels chose panels.
   size_t vector_panels_ = 0;
   size_t vector_width_ = 0;
-  bool vector_loads_ = false;  // csrmv_u16_l1_stream on the panels: loads beat gathers from L1
+  bool vector_loads_ = false;  // csrmv_u16_l1 on the panels: loads beat gathers from L1
   std::vector<uint32_t> vector_starts_;  // vector_panels_ * (rows_ + 1)
   std::vector<float> vector_values_;
   std::vector<uint16_t> vector_col16_;
