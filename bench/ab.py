@@ -17,7 +17,7 @@ layers fc6, fc7, fc8 of benchlib.fc_cases; same weights): `conv4_2` at Han et
 al.'s density, `conv4_2@0.10` at another, `conv4_2:CHOICE`
 with an `auto` layer pinned to one of dense, dense-direct, dense-winograd
 (`sparse`, the default, runs backend="sparse"; `fc6:dense` runs
-backend="dense"); `vgg16` for all 13. Each cell is
+backend="dense"); `vgg16` for the 13 convolutions. Each cell is
 the lowest, over the rounds, of each process's lower-quartile time in ms;
 the last columns divide the first variant's time by each other's.
 """
