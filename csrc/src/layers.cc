@@ -481,8 +481,8 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
         const Epilogue pe{last ? ep.bias : nullptr, last && relu, p > 0};
         const CsrRef<uint16_t> panel{vector_starts_.data() + p * (rows + 1), vector_col16_.data(),
                                      vector_values_.data(), nullptr, false, csrmv_stream_};
-        (vector_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(panel, x + p * vector_width_, pe,
-                                                              row_begin, row_end, y);
+        (vector_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(panel, x + p * vector_width_, pe, row_begin,
+                                                       row_end, y);
       }
     } else if (narrow) {
       (csrmv_loads_ ? k.csrmv_u16_l1 : k.csrmv_u16)(

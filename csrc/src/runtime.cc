@@ -67,8 +67,7 @@ Isa active_isa() {
 
 const KernelTable& kernel_table(Isa isa) {
   static const KernelTable scalar{Isa::kScalar, f32_csrmv_u16_scalar, f32_csrmv_u32_scalar,
-                                  f32_csrmv_u16_scalar, f32_csrmm_u16_scalar,
-                                  f32_csrmm_u32_scalar,
+                                  f32_csrmv_u16_scalar, f32_csrmm_u16_scalar, f32_csrmm_u32_scalar,
                                   f32_conv_dense_scalar, f32_maxpool2x2_scalar,
                                   f32_winograd_input_scalar, f32_winograd_output_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
