@@ -536,7 +536,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("_all_finite", [](const FloatArray& a) { return all_finite(a.data(), static_cast<size_t>(a.size())); },
         py::arg("array"), "Model::forward's input check on a float32 C-contiguous array (tests only).");
   m.def("last_level_cache_bytes", &last_level_cache_bytes,
-        "The last-level cache's size as the C library reports it (0 where unknown).");
+        "The last-level cache's size as sysfs lists it for CPU 0, else as the C library reports it "
+        "(0 where unknown).");
   m.def("_csrmv_stream_bytes", &csrmv_stream_bytes,
         "Batch-1 layers whose nonzeros take more bytes than this prefetch them (CsrRef::stream).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,

@@ -213,9 +213,10 @@ constexpr size_t kL1VectorFloats = 6144;
 // matrix (about 1 ms; gathers are slow on AMD Zen, fast on recent Intel cores).
 bool csrmv_l1_loads_win();
 
-// The last-level cache's size in bytes as the C library reports it (L3, else
-// L2; 0 where unknown). A matrix whose nonzeros (values and indices) take more
-// than csrmv_stream_bytes(), half of it, counts as streaming from memory
+// The last-level cache's size in bytes as Linux's sysfs lists it for CPU 0,
+// else as the C library reports it (L3, else L2); 0 where unknown. A matrix
+// whose nonzeros (values and indices) take more than csrmv_stream_bytes(),
+// half of it, counts as streaming from memory
 // (CsrRef::stream): the cache is shared with other layers, other cores and, on
 // a cloud host, other guests.
 size_t last_level_cache_bytes();
