@@ -143,6 +143,80 @@ def test_zero_rows_and_zero_columns(isa, n):
     assert y.shape == ((0,) if n is None else (0, n))
 
 
+# ------------------------------------------------- sellmv (sliced windows)
+# The AVX-512 kernel and the scalar reference on the layout build_sell makes.
+needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
+SELL_KERNELS = [pytest.param("scalar", id="scalar"), pytest.param("avx512", id="avx512", marks=needs_avx512)]
+
+
+def run_sell(kernel, dense, x, bias=None, relu=False, **kwargs):
+    rows, cols = dense.shape
+    indptr, indices, data = csr_arrays(dense)
+    return _core._raw_sell_kernel(kernel, rows, cols, indptr, indices, data, x, bias=bias, relu=relu, **kwargs)
+
+
+@pytest.mark.parametrize("kernel", SELL_KERNELS)
+@pytest.mark.parametrize("rows,cols,density", [(1, 32, 1.0), (16, 32, 0.5), (17, 33, 0.3), (33, 100, 0.1),
+                                               (70, 257, 0.05), (5, 2000, 0.01), (40, 70000, 0.002)])
+@pytest.mark.parametrize("epilogue", ["none", "bias+relu"])
+def test_sellmv_matches_numpy(rng, kernel, rows, cols, density, epilogue):
+    dense = sparse_dense_array((rows, cols), density, rng)
+    x = make_x(rng, cols, None)
+    bias = rng.standard_normal(rows).astype(np.float32) if epilogue != "none" else None
+    y, steps = run_sell(kernel, dense, x, bias, epilogue == "bias+relu")
+    check(y, reference(dense, x, bias, epilogue == "bias+relu"))
+    assert steps <= np.count_nonzero(dense)  # every step holds a nonzero
+
+
+@needs_avx512
+@pytest.mark.parametrize("row_range", [(0, 45), (3, 29), (16, 32), (5, 6), (7, 7), (44, 45)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_sellmv_avx512_is_the_reference_bit_for_bit(rng, row_range, accumulate):
+    # Row r has r nonzeros: every tail of the four-step loop, in one group or across two.
+    dense = every_row_length(rng, 45, 64)
+    x = make_x(rng, 64, None)
+    bias = rng.standard_normal(45).astype(np.float32)
+    y_init = rng.standard_normal(45).astype(np.float32) if accumulate else None
+    lo, hi = row_range
+    kwargs = dict(bias=bias, relu=True, row_begin=lo, row_end=hi, y_init=y_init)
+    fast, _ = run_sell("avx512", dense, x, **kwargs)
+    slow, _ = run_sell("scalar", dense, x, **kwargs)
+    np.testing.assert_array_equal(fast, slow)
+    untouched = np.r_[0:lo, hi:45]
+    np.testing.assert_array_equal(fast[untouched], MARKER if y_init is None else y_init[untouched])
+    expected = reference(dense, x) + bias
+    if accumulate:
+        expected += y_init
+    check(fast[lo:hi], np.maximum(expected, 0.0)[lo:hi])
+
+
+@pytest.mark.parametrize("kernel", SELL_KERNELS)
+def test_sellmv_windows(rng, kernel):
+    # A dense 16 x 32 block is 32 full steps; nonzeros 40 columns apart in
+    # every row need a window each; the last columns shift their window left.
+    y, steps = run_sell(kernel, np.ones((16, 32), np.float32), np.ones(32, np.float32))
+    assert steps == 32 and np.all(y == 32.0)
+    dense = np.zeros((16, 200), np.float32)
+    dense[:, ::40] = 1.0
+    x = make_x(rng, 200, None)
+    y, steps = run_sell(kernel, dense, x)
+    assert steps == 5
+    check(y, reference(dense, x))
+    dense = np.zeros((3, 100), np.float32)
+    dense[:, 99] = 2.0
+    dense[1, 70] = 1.0
+    y, steps = run_sell(kernel, dense, x[:100])
+    assert steps == 2  # both windows [68, 100): row 1 takes 70, then 99; the others 99 in the first
+    check(y, reference(dense, x[:100]))
+
+
+def test_sellmv_needs_32_columns(rng):
+    with pytest.raises(ShapeError, match="32 columns"):
+        run_sell("scalar", np.ones((4, 31), np.float32), np.ones(31, np.float32))
+    with pytest.raises(FormatError, match="avx512"):
+        run_sell("avx2", np.ones((4, 32), np.float32), np.ones(32, np.float32))
+
+
 # ------------------------------------------------- csrmv_u16_l1 (x by loads)
 # (isa, l1_variant): the table's kernel for each ISA, and on AVX2 both x-by-loads
 # variants by name (insertps; AVX-512VL masked broadcasts where the CPU has them).

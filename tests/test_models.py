@@ -255,6 +255,46 @@ def test_conv_with_a_deep_input(rng, backend, batch):
         sparsenet.set_num_threads(before)
 
 
+needs_sell = pytest.mark.skipif(not (HAS_AVX2 and sparsenet._core._sellmv_win()),
+                                reason="the sliced-window kernel needs AVX-512 and must beat csrmv here")
+
+
+@needs_sell
+def test_linear_batch1_on_sliced_windows(rng, restore_threads, monkeypatch):
+    """A 10 % layer that stays in cache runs batch 1 on the sliced-window
+    layout: the reference's numbers, the same bits on one and two threads
+    (tasks take whole row groups), and to rounding those of csrmv
+    (SPARSENET_SELL=0) and of the batched path."""
+    weight = sparse_dense_array((600, 4096), 0.1, rng)  # 600 rows: the last group is partial
+    bias = rng.standard_normal(600).astype(np.float32)
+    x = rng.standard_normal((3, 4096)).astype(np.float32)
+    model = Model([Linear(weight, bias), ReLU()], backend="sparse")
+    assert model.layers[0]._core._uses_sell
+    out = {}
+    for threads in (1, 2):
+        sparsenet.set_num_threads(threads)
+        out[threads] = model(x[:1])
+    np.testing.assert_array_equal(out[1], out[2])
+    expected = ref_relu(ref_linear(x, weight, bias))
+    assert_close(out[1], expected[:1], rtol=1e-5)
+    assert_close(model(x), expected, rtol=1e-5)
+    monkeypatch.setenv("SPARSENET_SELL", "0")
+    plain = Model([Linear(weight, bias), ReLU()], backend="sparse")
+    assert not plain.layers[0]._core._uses_sell
+    assert_close(plain(x[:1]), out[1], rtol=1e-5)
+
+
+@needs_sell
+def test_sliced_windows_only_where_they_pay(rng):
+    """Not below 32 columns (the window), not when under 45 % of the lanes
+    would hold nonzeros (1 % density), not for the dense backend."""
+    for shape, density, backend in [((64, 31), 0.5, "sparse"), ((256, 4096), 0.01, "sparse"),
+                                    ((256, 4096), 0.1, "dense")]:
+        layer = Linear(sparse_dense_array(shape, density, rng), None)
+        model = Model([layer], backend=backend)
+        assert not model.layers[0]._core._uses_sell, (shape, density, backend)
+
+
 @pytest.mark.parametrize("threads, batch", [(1, 1), (2, 1), (2, 3)])
 def test_direct_convolutions_in_a_row_pad_over_what_the_last_one_left(rng, restore_threads, threads, batch):
     """Consecutive direct convolutions share the scratch where each pads its
@@ -576,6 +616,7 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     expected_l1 = "f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2"
     assert info["kernels"]["csrmv_x_loads"] == ([expected_l1] if isa == "avx2" else [])
     assert info["kernels"]["conv3"] == (["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [])
+    assert info["kernels"]["sellmv"] == (["f32_sellmv_avx512"] if avx512 and sparsenet._core._sellmv_win() else [])
     assert "direct convolution" in info["kernels"]["conv2d"]
 
 
@@ -583,12 +624,13 @@ def test_avx512_kernels_can_be_switched_off():
     """SPARSENET_AVX512=0 (read once per process) runs the avx2 table's AVX2
     kernels alone, as on a CPU without AVX-512."""
     code = ("import sparsenet; i = sparsenet.kernel_info(); "
-            "print(i['avx512_kernels'], i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1])")
+            "print(i['avx512_kernels'], i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1], "
+            "i['kernels']['sellmv'])")
     env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("SPARSENET_ISA", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split("[")[0].strip() == "False"
-    assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out
+    assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out and "sellmv" not in out
     assert ("f32_conv3_avx2" in out) == sparsenet._core.cpu_has_avx2_fma()
 
 

@@ -10,6 +10,7 @@
 
 #include "../src/finite.h"
 #include "../src/kernels.h"
+#include "../src/sell.h"
 #include "sparsenet/sparsenet.h"
 #ifdef SPARSENET_WITH_CUDA
 #include "../src/cuda/cuda_model.h"
@@ -74,6 +75,44 @@ void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x
 
 // Runs one registry kernel directly (for tests and benchmarks): y = epilogue(A x)
 // for x of shape (cols,) [csrmv] or (cols, n) [csrmm], over a row and column range.
+// The sliced-window kernel of `kernel` ('avx512' or the 'scalar' reference)
+// over rows [row_begin, row_end) of the layout build_sell makes of this CSR;
+// rows outside the range keep y_init (or the marker). Also returns the layout's
+// steps, so tests can check its fill.
+std::pair<FloatArray, size_t> raw_sell_kernel(const std::string& kernel, int64_t rows, int64_t cols,
+                                              const Int64Array& indptr, const Int64Array& indices,
+                                              const FloatArray& values, const FloatArray& x,
+                                              const std::optional<FloatArray>& bias, bool relu,
+                                              int64_t row_begin, int64_t row_end,
+                                              const std::optional<FloatArray>& y_init) {
+  const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
+  if (x.ndim() != 1 || x.shape(0) != cols)
+    throw ShapeError("x must be (cols,) with cols = " + std::to_string(cols));
+  if (row_end < 0) row_end = rows;
+  if (row_begin < 0 || row_begin > row_end || row_end > rows) throw ShapeError("row range out of bounds");
+  if (bias && bias->size() != rows) throw ShapeError("bias must have rows entries");
+  SellmvKernel run = nullptr;
+  if (kernel == "scalar") {
+    run = f32_sellmv_scalar;
+  } else if (kernel == "avx512") {
+    if (!cpu_has_avx512vl()) throw FormatError("the avx512 sellmv kernel needs a CPU with AVX-512");
+    run = f32_sellmv_avx512;
+  } else {
+    throw FormatError("kernel must be 'avx512' or 'scalar', not '" + kernel + "'");
+  }
+  const SellLayout sell = build_sell(m);  // ShapeError below 32 columns
+  FloatArray y(rows);
+  if (y_init) {
+    if (y_init->size() != rows) throw ShapeError("y_init must be (rows,)");
+    std::copy(y_init->data(), y_init->data() + rows, y.mutable_data());
+  } else {
+    std::fill(y.mutable_data(), y.mutable_data() + rows, -12345.0f);  // untouched marker
+  }
+  const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
+  run(sell.ref(), x.data(), ep, static_cast<size_t>(row_begin), static_cast<size_t>(row_end), y.mutable_data());
+  return {y, sell.steps()};
+}
+
 FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           const Int64Array& indptr, const Int64Array& indices,
                           const FloatArray& values, const FloatArray& x,
@@ -425,7 +464,9 @@ PYBIND11_MODULE(_core, m) {
                                              to_vector(bias), parse_backend(backend));
            }),
            py::arg("name"), py::arg("key"), py::arg("rows"), py::arg("cols"), py::arg("indptr"),
-           py::arg("indices"), py::arg("values"), py::arg("bias"), py::arg("backend"));
+           py::arg("indices"), py::arg("values"), py::arg("bias"), py::arg("backend"))
+      .def_property_readonly("_uses_sell", &Linear::uses_sell,
+                             "Whether batch 1 runs on the sliced-window layout (tests).");
 
   py::class_<Conv2d, WeightedLayer, std::shared_ptr<Conv2d>>(m, "Conv2d")
       .def(py::init([](const std::string& name, const std::string& key, int64_t out_channels,
@@ -540,6 +581,15 @@ PYBIND11_MODULE(_core, m) {
         "(0 where unknown).");
   m.def("_csrmv_stream_bytes", &csrmv_stream_bytes,
         "Batch-1 layers whose nonzeros take more bytes than this prefetch them (CsrRef::stream).");
+  m.def("_raw_sell_kernel", &raw_sell_kernel, py::arg("kernel"), py::arg("rows"), py::arg("cols"),
+        py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("x"), py::arg("bias") = py::none(),
+        py::arg("relu") = false, py::arg("row_begin") = 0, py::arg("row_end") = -1,
+        py::arg("y_init") = py::none(),
+        "Build the sliced-window layout of a CSR matrix and run one sellmv kernel ('avx512' or the "
+        "'scalar' reference) over a row range (tests only); y_init (rows,) makes it accumulate. "
+        "Returns (y, steps).");
+  m.def("_sellmv_win", &sellmv_win,
+        "Whether batch-1 layers that stay in cache may use the sliced-window kernel on this CPU.");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
         "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
 

@@ -168,6 +168,35 @@ void f32_conv3_avx2(const float*, const uint32_t*, const uint32_t*, size_t, cons
 void f32_conv3_scalar(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
                       size_t, size_t, size_t, size_t, float*, size_t, size_t);  // the reference (tests)
 
+// Sliced windows, the batch-1 product (y = W x) of a layer whose nonzeros stay
+// in cache, on AVX-512 (sell.h builds the layout, SellLayout). Rows go in
+// groups of kSellLanes, one lane per row; group g's steps are
+// [group_start[g], group_start[g + 1]). Step s gives lane l the product
+// values[s * kSellLanes + l] * x[window[s] + index[s * kSellLanes + l]], with
+// index < kSellWindow: every lane's column lies in the step's window of
+// kSellWindow columns (a lane with no nonzero there has value 0, index 0).
+// So one step is one vector of values, one of byte indices, two loads of x
+// (the window) and one two-table permute, for up to 16 nonzeros, against one
+// load per nonzero for csrmv. Lanes past the last row hold zeros.
+constexpr size_t kSellLanes = 16;
+constexpr size_t kSellWindow = 32;
+struct SellRef {
+  const uint32_t* group_start;  // groups + 1
+  const uint32_t* window;       // steps: first column of each step's window
+  const uint8_t* index;         // steps * kSellLanes
+  const float* values;          // steps * kSellLanes
+};
+// y[r] = epilogue(sum of row r's products) for r in [row_begin, row_end) (any
+// range; whole groups are computed, and rows outside it are not stored). Per
+// lane, step j of a group adds into chain j % 4 while four steps remain, the
+// rest into chain 0; the sum is (c0 + c2) + (c1 + c3), then y[r] when
+// ep.accumulate, then the epilogue. Every kernel keeps this order (fused
+// multiply-adds), so all give the same sums bit for bit.
+using SellmvKernel = void (*)(SellRef a, const float* x, Epilogue ep, size_t row_begin,
+                              size_t row_end, float* y);
+void f32_sellmv_scalar(SellRef, const float*, Epilogue, size_t, size_t, float*);  // the reference
+void f32_sellmv_avx512(SellRef, const float*, Epilogue, size_t, size_t, float*);
+
 struct KernelTable {
   Isa isa;
   CsrmvKernel<uint16_t> csrmv_u16;
@@ -200,6 +229,10 @@ struct KernelTable {
   bool conv3_joint_entries = false;
   bool conv3_periodic = false;
   bool conv3_double_tiles = false;
+  // Sliced windows (SellRef): the AVX-512 kernel in the avx2 table where
+  // avx512_kernels_enabled(), none otherwise (AVX2 has no two-table permute);
+  // the reference in the scalar table (tests only: layers use it on avx2).
+  SellmvKernel sellmv = nullptr;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.
@@ -212,6 +245,11 @@ constexpr size_t kL1VectorFloats = 6144;
 // L1-resident x: measured once per process on a synthetic 10 %-dense 256x4096
 // matrix (about 1 ms; gathers are slow on AMD Zen, fast on recent Intel cores).
 bool csrmv_l1_loads_win();
+
+// Whether the avx2 table's sellmv beats its csrmv_u16_l1 on this CPU, for a
+// matrix in cache: measured once per process on the same synthetic matrix
+// (false where the table has no sellmv).
+bool sellmv_win();
 
 // The last-level cache's size in bytes as Linux's sysfs lists it for CPU 0,
 // else as the C library reports it (L3, else L2); 0 where unknown. A matrix

@@ -175,11 +175,19 @@ class WeightedLayer : public Layer {
   // Builds the vector panels (see vector_starts_) if x of the batch-1 product
   // is too long for L1; Linear calls it once from its constructor.
   void build_vector_panels();
+  // The sliced-window layout (kernels.h, SellRef) for batch 1, where the
+  // avx2 table has the sellmv kernel and sellmv_win(), the layer has at least
+  // 32 columns, the layout stays in cache (at most csrmv_stream_bytes()), and
+  // at least kSellMinFill of its lanes hold nonzeros; SPARSENET_SELL=0 turns
+  // it off. Before build_vector_panels, which then builds none.
+  void build_sell();
+  bool uses_sell() const { return !sell_group_start_.empty(); }
   size_t vector_panels() const { return vector_panels_; }
-  // For a layer with both panel layouts, whose every product runs on one of
-  // them: frees the CSR's values and column indices (a third copy of the
-  // nonzeros), keeping its row pointers; weight_csr() reassembles the CSR from
-  // the vector panels (rows are sorted, so exactly).
+  // For a layer with column panels and a batch-1 layout of its own (vector
+  // panels or sliced windows), whose every product runs on them: frees the
+  // CSR's values and column indices (a third copy of the nonzeros), keeping
+  // its row pointers; weight_csr() reassembles the CSR from the column panels
+  // (rows are sorted, so exactly).
   void release_csr_entries();
 
   // Y[rows x n] = act(W * X[cols x n] + bias) for columns [0, n) of row-major X
@@ -255,6 +263,11 @@ class WeightedLayer : public Layer {
   std::vector<uint32_t> vector_starts_;  // vector_panels_ * (rows_ + 1)
   std::vector<float> vector_values_;
   std::vector<uint16_t> vector_col16_;
+  // The sliced-window layout (build_sell; SellLayout's arrays), empty unless chosen.
+  std::vector<uint32_t> sell_group_start_;
+  std::vector<uint32_t> sell_window_;
+  std::vector<uint8_t> sell_index_;
+  std::vector<float> sell_values_;
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
   mutable std::map<int64_t, Choice> choices_;
@@ -266,6 +279,7 @@ class Linear : public WeightedLayer {
  public:
   Linear(std::string name, CsrMatrix weight, std::vector<float> bias, Backend backend);
   const char* kind() const override { return "linear"; }
+  using WeightedLayer::uses_sell;  // batch 1 on the sliced-window layout
   Shape output_shape(const Shape& input) const override;
   // A batch wider than panel_batch() on a layer with column panels: one chunk of X.
   size_t scratch_floats(const Shape& input, int64_t batch) const override;
