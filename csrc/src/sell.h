@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "sparsenet/aligned.h"
 #include "sparsenet/csr.h"
 
 namespace sparsenet {
@@ -15,7 +16,7 @@ struct SellLayout {
   std::vector<uint32_t> group_start;  // groups + 1
   std::vector<uint32_t> window;       // per step
   std::vector<uint8_t> index;         // kSellLanes per step
-  std::vector<float> values;          // kSellLanes per step
+  CacheLineVector<float> values;      // kSellLanes per step: a step is one aligned zmm
 
   size_t steps() const { return window.size(); }
   bool empty() const { return group_start.empty(); }
