@@ -171,7 +171,8 @@ def test_sellmv_matches_numpy(rng, kernel, rows, cols, density, epilogue):
 @needs_avx512
 @pytest.mark.parametrize("row_range", [(0, 45), (3, 29), (16, 32), (5, 6), (7, 7), (44, 45)])
 @pytest.mark.parametrize("accumulate", [False, True])
-def test_sellmv_avx512_is_the_reference_bit_for_bit(rng, row_range, accumulate):
+@pytest.mark.parametrize("stream", [False, True])
+def test_sellmv_avx512_is_the_reference_bit_for_bit(rng, row_range, accumulate, stream):
     # Row r has r nonzeros: every tail of the four-step loop, in one group or across two.
     dense = every_row_length(rng, 45, 64)
     x = make_x(rng, 64, None)
@@ -179,7 +180,7 @@ def test_sellmv_avx512_is_the_reference_bit_for_bit(rng, row_range, accumulate):
     y_init = rng.standard_normal(45).astype(np.float32) if accumulate else None
     lo, hi = row_range
     kwargs = dict(bias=bias, relu=True, row_begin=lo, row_end=hi, y_init=y_init)
-    fast, _ = run_sell("avx512", dense, x, **kwargs)
+    fast, _ = run_sell("avx512", dense, x, stream=stream, **kwargs)
     slow, _ = run_sell("scalar", dense, x, **kwargs)
     np.testing.assert_array_equal(fast, slow)
     untouched = np.r_[0:lo, hi:45]

@@ -84,7 +84,7 @@ std::pair<FloatArray, size_t> raw_sell_kernel(const std::string& kernel, int64_t
                                               const FloatArray& values, const FloatArray& x,
                                               const std::optional<FloatArray>& bias, bool relu,
                                               int64_t row_begin, int64_t row_end,
-                                              const std::optional<FloatArray>& y_init) {
+                                              const std::optional<FloatArray>& y_init, bool stream) {
   const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
   if (x.ndim() != 1 || x.shape(0) != cols)
     throw ShapeError("x must be (cols,) with cols = " + std::to_string(cols));
@@ -109,7 +109,9 @@ std::pair<FloatArray, size_t> raw_sell_kernel(const std::string& kernel, int64_t
     std::fill(y.mutable_data(), y.mutable_data() + rows, -12345.0f);  // untouched marker
   }
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
-  run(sell.ref(), x.data(), ep, static_cast<size_t>(row_begin), static_cast<size_t>(row_end), y.mutable_data());
+  SellRef ref = sell.ref();
+  ref.stream = stream;
+  run(ref, x.data(), ep, static_cast<size_t>(row_begin), static_cast<size_t>(row_end), y.mutable_data());
   return {y, sell.steps()};
 }
 
@@ -584,10 +586,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("_raw_sell_kernel", &raw_sell_kernel, py::arg("kernel"), py::arg("rows"), py::arg("cols"),
         py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("x"), py::arg("bias") = py::none(),
         py::arg("relu") = false, py::arg("row_begin") = 0, py::arg("row_end") = -1,
-        py::arg("y_init") = py::none(),
+        py::arg("y_init") = py::none(), py::arg("stream") = false,
         "Build the sliced-window layout of a CSR matrix and run one sellmv kernel ('avx512' or the "
-        "'scalar' reference) over a row range (tests only); y_init (rows,) makes it accumulate. "
-        "Returns (y, steps).");
+        "'scalar' reference) over a row range (tests only); y_init (rows,) makes it accumulate; "
+        "stream sets SellRef::stream (prefetch), which changes no result. Returns (y, steps).");
   m.def("_sellmv_win", &sellmv_win,
         "Whether batch-1 layers that stay in cache may use the sliced-window kernel on this CPU.");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,

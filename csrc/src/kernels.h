@@ -185,7 +185,11 @@ struct SellRef {
   const uint32_t* window;       // steps: first column of each step's window
   const uint8_t* index;         // steps * kSellLanes
   const float* values;          // steps * kSellLanes
+  // A hint, as CsrRef::stream: the layout streams from memory, so prefetch
+  // it kSellStreamAhead steps ahead (the result is the same).
+  bool stream = false;
 };
+constexpr size_t kSellStreamAhead = 128;  // steps: 8 KiB of values
 // y[r] = epilogue(sum of row r's products) for r in [row_begin, row_end) (any
 // range; whole groups are computed, and rows outside it are not stored). Per
 // lane, step j of a group adds into chain j % 4 while four steps remain, the

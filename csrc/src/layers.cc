@@ -22,9 +22,12 @@ namespace {
 // costs more than it saves.
 constexpr double kMinParallelWork = 64.0 * 1024.0;
 // The sliced-window layout (build_sell) only where at least this share of its
-// lanes hold nonzeros: its padding costs loads, multiplies and bytes. Uniform
-// 10 % weights fill 70 % of the lanes and ran 1.5-1.7x faster than csrmv,
-// uniform 4 % fill 51 % and ran 1.07-1.09x faster (4096x4096, Zen 5).
+// lanes hold nonzeros: its padding costs loads, multiplies and bytes (7.3 per
+// nonzero at 70 % fill, 10 at 51 %, against 6 for the CSR). bench/ab.py, Zen
+// 5, 1 / 2 threads, against csrmv (SPARSENET_SELL=0): uniform 10 % weights
+// fill 70 % of the lanes, and 4096x4096 ran 1.77x / 1.47x faster, fc6 (which
+// streams from memory, prefetched) 1.35x / 1.26x; at 4 % (fill 51 %)
+// 4096x4096 1.15x / 1.15x, fc6 1.17x on one thread.
 constexpr double kSellMinFill = 0.45;
 // BLAS calls run far faster per multiply-add, so they split later.
 constexpr double kMinParallelDenseWork = 1024.0 * 1024.0;
@@ -230,13 +233,14 @@ constexpr double kVectorPanelMinRowNonzeros = 16.0;
 
 void WeightedLayer::build_sell() {
   if (backend_ == Backend::kDense || isa_ != Isa::kAvx2 || kernel_table(isa_).sellmv == nullptr ||
-      rows_ == 0 || nnz_ == 0 || cols_ < static_cast<int64_t>(kSellWindow) || csrmv_stream_)
+      rows_ == 0 || nnz_ == 0 || cols_ < static_cast<int64_t>(kSellWindow))
     return;
   if (const char* env = std::getenv("SPARSENET_SELL"); env && std::strcmp(env, "0") == 0) return;
   if (!sellmv_win()) return;
   SellLayout sell = sparsenet::build_sell(sparse_);
   const double fill = static_cast<double>(nnz_) / static_cast<double>(sell.steps() * kSellLanes);
-  if (fill < kSellMinFill || sell.bytes() > csrmv_stream_bytes()) return;
+  if (fill < kSellMinFill) return;
+  sell_stream_ = sell.bytes() > csrmv_stream_bytes();
   sell_group_start_ = std::move(sell.group_start);
   sell_window_ = std::move(sell.window);
   sell_index_ = std::move(sell.index);
@@ -499,7 +503,8 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
   const bool narrow = CsrMatrix::narrow_columns(cols_);  // sparse_ may be released
   if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1) {
     if (uses_sell()) {
-      k.sellmv({sell_group_start_.data(), sell_window_.data(), sell_index_.data(), sell_values_.data()},
+      k.sellmv({sell_group_start_.data(), sell_window_.data(), sell_index_.data(), sell_values_.data(),
+                sell_stream_},
                x, ep, row_begin, row_end, y);
     } else if (vector_panels_ > 0) {
       // x in L1-sized slices: the row range once per panel, adding into y.

@@ -178,9 +178,10 @@ class WeightedLayer : public Layer {
   void build_vector_panels();
   // The sliced-window layout (kernels.h, SellRef) for batch 1, where the
   // avx2 table has the sellmv kernel and sellmv_win(), the layer has at least
-  // 32 columns, the layout stays in cache (at most csrmv_stream_bytes()), and
-  // at least kSellMinFill of its lanes hold nonzeros; SPARSENET_SELL=0 turns
-  // it off. Before build_vector_panels, which then builds none.
+  // 32 columns, and at least kSellMinFill of the layout's lanes hold nonzeros
+  // (one that outgrows csrmv_stream_bytes() is prefetched, SellRef::stream);
+  // SPARSENET_SELL=0 turns it off. Before build_vector_panels, which then
+  // builds none.
   void build_sell();
   bool uses_sell() const { return !sell_group_start_.empty(); }
   size_t vector_panels() const { return vector_panels_; }
@@ -268,6 +269,7 @@ class WeightedLayer : public Layer {
   std::vector<uint32_t> sell_group_start_;
   std::vector<uint32_t> sell_window_;
   std::vector<uint8_t> sell_index_;
+  bool sell_stream_ = false;  // SellRef::stream
   CacheLineVector<float> sell_values_;  // aligned: 1.15x faster than 16-byte aligned (4096x4096, 10 %)
   uint64_t signature_ = 1469598103934665603ull;  // FNV-1a of kind, shape, nnz, ISA, geometry
   mutable std::mutex choices_mutex_;
