@@ -234,8 +234,8 @@ struct KernelTable {
   bool conv3_periodic = false;
   bool conv3_double_tiles = false;
   // Sliced windows (SellRef): the AVX-512 kernel in the avx2 table where
-  // avx512_kernels_enabled(), none otherwise (AVX2 has no two-table permute);
-  // the reference in the scalar table (tests only: layers use it on avx2).
+  // avx512_kernels_enabled(), none otherwise (AVX2 has no two-table permute)
+  // and none in the scalar table (f32_sellmv_scalar is the tests' reference).
   SellmvKernel sellmv = nullptr;
 };
 

@@ -71,8 +71,7 @@ const KernelTable& kernel_table(Isa isa) {
   static const KernelTable scalar{Isa::kScalar, f32_csrmv_u16_scalar, f32_csrmv_u32_scalar,
                                   f32_csrmv_u16_scalar, f32_csrmm_u16_scalar, f32_csrmm_u32_scalar,
                                   f32_conv_dense_scalar, f32_maxpool2x2_scalar,
-                                  f32_winograd_input_scalar, f32_winograd_output_scalar,
-                                  nullptr, false, false, false, f32_sellmv_scalar};
+                                  f32_winograd_input_scalar, f32_winograd_output_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
                                 avx512_kernels_enabled() ? f32_csrmv_u16_l1_avx512 : f32_csrmv_u16_l1_avx2,
                                 f32_csrmm_u16_avx2, f32_csrmm_u32_avx2,
@@ -90,8 +89,8 @@ const KernelTable& kernel_table(Isa isa) {
 
 namespace {
 
-// The synthetic matrix both calibrations time: 256x4096 at 10 %, about 1.5
-// ms for all their runs. A fixed LCG, so every process measures the same one.
+// The synthetic matrix both calibrations time: 256x4096 at 10 % (104,704
+// nonzeros). A fixed LCG, so that every process measures the same one.
 CsrMatrix calibration_matrix() {
   constexpr size_t kRows = 256, kCols = 4096, kPerRow = kCols / 10;
   std::vector<int64_t> row_ptr(kRows + 1), col(kRows * kPerRow);
