@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core
-from .errors import FormatError, ShapeError, WeightError
+from .errors import FormatError, WeightError
 
 
 def _narrowest_unsigned(max_value: int) -> np.dtype:

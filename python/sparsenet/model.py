@@ -10,7 +10,7 @@ import numpy as np
 from . import _core
 from ._core import DeviceError
 from .errors import FormatError, InputError, ShapeError
-from .layers import Conv2d, Dropout, Flatten, GlobalAvgPool2d, Layer, Linear, _Pool2d, _Weighted
+from .layers import Conv2d, Flatten, GlobalAvgPool2d, Layer, Linear, _Pool2d, _Weighted
 
 BACKENDS = ("auto", "sparse", "dense")
 DEVICES = ("cpu", "cuda")
