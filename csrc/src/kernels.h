@@ -168,8 +168,8 @@ void f32_conv3_avx2(const float*, const uint32_t*, const uint32_t*, size_t, cons
 void f32_conv3_scalar(const float*, const uint32_t*, const uint32_t*, size_t, const float*, Epilogue,
                       size_t, size_t, size_t, size_t, float*, size_t, size_t);  // the reference (tests)
 
-// Sliced windows, the batch-1 product (y = W x) of a layer whose nonzeros stay
-// in cache, on AVX-512 (sell.h builds the layout, SellLayout). Rows go in
+// Sliced windows, the batch-1 product (y = W x) on AVX-512 (sell.h builds the
+// layout, SellLayout; WeightedLayer::build_sell says which layers). Rows go in
 // groups of kSellLanes, one lane per row; group g's steps are
 // [group_start[g], group_start[g + 1]). Step s gives lane l the product
 // values[s * kSellLanes + l] * x[window[s] + index[s * kSellLanes + l]], with

@@ -1,5 +1,5 @@
 // The sliced-window layout of a CSR matrix (SellRef in kernels.h), built once
-// per layer for the batch-1 product of layers that stay in cache.
+// per layer for its batch-1 product (WeightedLayer::build_sell).
 #pragma once
 
 #include <cstddef>
@@ -19,7 +19,6 @@ struct SellLayout {
   CacheLineVector<float> values;      // kSellLanes per step: a step is one aligned zmm
 
   size_t steps() const { return window.size(); }
-  bool empty() const { return group_start.empty(); }
   size_t bytes() const {
     return group_start.size() * sizeof(uint32_t) + window.size() * sizeof(uint32_t) + index.size() +
            values.size() * sizeof(float);

@@ -55,7 +55,7 @@ def kernel_info() -> dict:
             # x in L1 read by loads, where they beat gathers (x fits L1, vector panels)
             "csrmv_x_loads": ([("f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2")]
                               if isa == "avx2" else []),
-            # batch 1 on sliced windows, for layers that stay in cache (not with SPARSENET_SELL=0)
+            # batch 1 on sliced windows where they fill enough lanes (not with SPARSENET_SELL=0)
             "sellmv": (["f32_sellmv_avx512"] if avx512 and os.environ.get("SPARSENET_SELL") != "0"
                        and _core._sellmv_win() else []),
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
