@@ -15,7 +15,7 @@ import sparsenet
 from sparsenet import AvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, Model, ReLU, Softmax
 
 from conftest import (ARCH_SHAPES, BACKENDS, HAS_AVX2, INPUT_SHAPES, ISAS, SMALL_CONV_INPUT, arch_reference,
-                      assert_close, input_batch, needs_avx2, ref_conv2d, ref_linear, ref_pool2d, ref_relu,
+                      assert_close, dense_weight, input_batch, needs_avx2, ref_conv2d, ref_linear, ref_pool2d, ref_relu,
                       pin_dense_direct, ref_softmax, reference_forward, small_conv_model_layers,
                       sparse_dense_array, weighted_names)
 
@@ -270,6 +270,8 @@ def test_linear_batch1_on_sliced_windows(rng, restore_threads, monkeypatch):
     x = rng.standard_normal((3, 4096)).astype(np.float32)
     model = Model([Linear(weight, bias), ReLU()], backend="sparse")
     assert model.layers[0]._core._uses_sell
+    # The layer may have freed its CSR entries (column panels + this layout): the weight comes back exact.
+    np.testing.assert_array_equal(dense_weight(model.layers[0]), weight)
     out = {}
     for threads in (1, 2):
         sparsenet.set_num_threads(threads)
