@@ -13,6 +13,7 @@ from conftest import HAS_AVX2, ISAS, csr_arrays, needs_avx2, ref_conv2d, sparse_
 MARKER = np.float32(-12345.0)
 INDEX_BITS = [16, 32]
 RTOL = 1e-5
+needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
 
 
 def run_kernel(isa, dense, x, bias=None, relu=False, index_bits=16, indptr=None, indices=None, data=None,
@@ -145,7 +146,6 @@ def test_zero_rows_and_zero_columns(isa, n):
 
 # ------------------------------------------------- sellmv (sliced windows)
 # The AVX-512 kernel and the scalar reference on the layout build_sell makes.
-needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
 SELL_KERNELS = [pytest.param("scalar", id="scalar"), pytest.param("avx512", id="avx512", marks=needs_avx512)]
 
 
@@ -222,11 +222,10 @@ def test_sellmv_needs_32_columns(rng):
 # (isa, l1_variant): the table's kernel for each ISA, and on AVX2 both x-by-loads
 # variants by name (insertps; AVX-512VL masked broadcasts where the CPU has them).
 def l1_variant_params():
-    no_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
     return [pytest.param("scalar", "", id="scalar-table"),
             pytest.param("avx2", "", id="avx2-table", marks=needs_avx2),
             pytest.param("avx2", "avx2", id="avx2-avx2", marks=needs_avx2),
-            pytest.param("avx2", "avx512", id="avx2-avx512", marks=[needs_avx2, no_avx512])]
+            pytest.param("avx2", "avx512", id="avx2-avx512", marks=[needs_avx2, needs_avx512])]
 
 
 @pytest.mark.parametrize("isa, l1_variant", l1_variant_params())
@@ -661,7 +660,6 @@ def test_conv_dense_avx2_matches_scalar(rng, n):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
 
 
-needs_avx512 = pytest.mark.skipif(not _core.cpu_has_avx512vl(), reason="this CPU lacks AVX-512F+VL")
 CONV3_KERNELS = ["scalar", pytest.param("avx2", marks=needs_avx2), pytest.param("avx512", marks=needs_avx512)]
 
 

@@ -73,8 +73,6 @@ void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x
   }
 }
 
-// Runs one registry kernel directly (for tests and benchmarks): y = epilogue(A x)
-// for x of shape (cols,) [csrmv] or (cols, n) [csrmm], over a row and column range.
 // The sliced-window kernel of `kernel` ('avx512' or the 'scalar' reference)
 // over rows [row_begin, row_end) of the layout build_sell makes of this CSR;
 // rows outside the range keep y_init (or the marker). Also returns the layout's
@@ -115,6 +113,8 @@ std::pair<FloatArray, size_t> raw_sell_kernel(const std::string& kernel, int64_t
   return {y, sell.steps()};
 }
 
+// Runs one registry kernel directly (for tests and benchmarks): y = epilogue(A x)
+// for x of shape (cols,) [csrmv] or (cols, n) [csrmm], over a row and column range.
 FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           const Int64Array& indptr, const Int64Array& indices,
                           const FloatArray& values, const FloatArray& x,
@@ -591,7 +591,7 @@ PYBIND11_MODULE(_core, m) {
         "'scalar' reference) over a row range (tests only); y_init (rows,) makes it accumulate; "
         "stream sets SellRef::stream (prefetch), which changes no result. Returns (y, steps).");
   m.def("_sellmv_win", &sellmv_win,
-        "Whether batch-1 layers that stay in cache may use the sliced-window kernel on this CPU.");
+        "Whether batch-1 layers may use the sliced-window kernel on this CPU (it beat csrmv here).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
         "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
 
