@@ -107,9 +107,8 @@ std::pair<FloatArray, size_t> raw_sell_kernel(const std::string& kernel, int64_t
     std::fill(y.mutable_data(), y.mutable_data() + rows, -12345.0f);  // untouched marker
   }
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
-  SellRef ref = sell.ref();
-  ref.stream = stream;
-  run(ref, x.data(), ep, static_cast<size_t>(row_begin), static_cast<size_t>(row_end), y.mutable_data());
+  run(sell_ref(sell, stream), x.data(), ep, static_cast<size_t>(row_begin), static_cast<size_t>(row_end),
+      y.mutable_data());
   return {y, sell.steps()};
 }
 

@@ -237,14 +237,10 @@ void WeightedLayer::build_sell() {
     return;
   if (const char* env = std::getenv("SPARSENET_SELL"); env && std::strcmp(env, "0") == 0) return;
   if (!sellmv_win()) return;
-  SellLayout sell = sparsenet::build_sell(sparse_);
-  const double fill = static_cast<double>(nnz_) / static_cast<double>(sell.steps() * kSellLanes);
-  if (fill < kSellMinFill) return;
-  sell_stream_ = sell.bytes() > csrmv_stream_bytes();
-  sell_group_start_ = std::move(sell.group_start);
-  sell_window_ = std::move(sell.window);
-  sell_index_ = std::move(sell.index);
-  sell_values_ = std::move(sell.values);
+  const size_t steps = sell_steps(sparse_);
+  if (static_cast<double>(nnz_) < kSellMinFill * static_cast<double>(steps * kSellLanes)) return;
+  sell_ = sparsenet::build_sell(sparse_, steps);
+  sell_stream_ = sell_.bytes() > csrmv_stream_bytes();
 }
 
 void WeightedLayer::build_vector_panels() {
@@ -503,9 +499,7 @@ void WeightedLayer::sparse_tile(const float* x, size_t ldx, size_t row_begin, si
   const bool narrow = CsrMatrix::narrow_columns(cols_);  // sparse_ may be released
   if (col_begin == 0 && col_end == 1 && ldx == 1 && ldy == 1) {
     if (uses_sell()) {
-      k.sellmv({sell_group_start_.data(), sell_window_.data(), sell_index_.data(), sell_values_.data(),
-                sell_stream_},
-               x, ep, row_begin, row_end, y);
+      k.sellmv(sell_ref(sell_, sell_stream_), x, ep, row_begin, row_end, y);
     } else if (vector_panels_ > 0) {
       // x in L1-sized slices: the row range once per panel, adding into y.
       const size_t rows = static_cast<size_t>(rows_);
@@ -629,14 +623,14 @@ void WeightedLayer::matmul(const ForwardContext& ctx, Backend backend, const flo
   const size_t target = 4 * workers;
   if (n == 1 && ldx == 1 && ldy == 1 && uses_sell()) {
     // Blocks of whole row groups, balanced by steps.
-    const size_t groups = sell_group_start_.size() - 1, blocks = std::min(groups, target);
-    const uint64_t steps = sell_group_start_.back();
+    const std::vector<uint32_t>& group_start = sell_.group_start;
+    const size_t groups = group_start.size() - 1, blocks = std::min(groups, target);
+    const uint64_t steps = group_start.back();
     const auto group_bound = [&](size_t b) -> size_t {
       if (b == blocks) return groups;
       const uint64_t goal = steps * b / blocks;
       return static_cast<size_t>(
-          std::lower_bound(sell_group_start_.begin(), sell_group_start_.end(), goal) -
-          sell_group_start_.begin());
+          std::lower_bound(group_start.begin(), group_start.end(), goal) - group_start.begin());
     };
     ctx.pool->parallel_for(blocks, [&](size_t b, size_t) {
       const size_t rows = static_cast<size_t>(rows_);

@@ -150,7 +150,7 @@ bool sellmv_win() {
     std::vector<float> y(static_cast<size_t>(m.rows()));
     const Epilogue ep{nullptr, false};
     const double csr = best_of([&] { k.csrmv_u16_l1(a, x.data(), ep, 0, y.size(), y.data()); });
-    return best_of([&] { k.sellmv(sell.ref(), x.data(), ep, 0, y.size(), y.data()); }) < csr;
+    return best_of([&] { k.sellmv(sell_ref(sell, false), x.data(), ep, 0, y.size(), y.data()); }) < csr;
   }();
   return win;
 }

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "sparsenet/aligned.h"
+
 namespace sparsenet {
 
 // A rows x cols fp32 matrix in CSR form, owning its buffers.
@@ -56,6 +58,24 @@ class CsrMatrix {
   std::vector<uint16_t> col16_;
   std::vector<uint32_t> col32_;
   std::vector<float> values_;
+};
+
+// A CSR matrix's sliced-window layout, its batch-1 product on AVX-512
+// (kernels.h's SellRef says what the arrays hold; the internal sell.h builds
+// it): rows in groups of 16 lanes, each step 16 values whose columns lie in
+// one 32-column window of x.
+struct SellLayout {
+  std::vector<uint32_t> group_start;  // groups + 1
+  std::vector<uint32_t> window;       // per step
+  std::vector<uint8_t> index;         // 16 per step
+  CacheLineVector<float> values;      // 16 per step: a step is one aligned zmm
+
+  bool empty() const { return group_start.empty(); }
+  size_t steps() const { return window.size(); }
+  size_t bytes() const {
+    return group_start.size() * sizeof(uint32_t) + window.size() * sizeof(uint32_t) + index.size() +
+           values.size() * sizeof(float);
+  }
 };
 
 }  // namespace sparsenet
