@@ -607,45 +607,56 @@ def conv_dense_reference(w, offsets, x, n, bias=None, relu=False, row0=0):
     return np.maximum(y, 0.0) if relu else y
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m", [1, 4, 6])
-@pytest.mark.parametrize("n", [1, 3, 7, 8, 9, 15, 16])
+# Each tile and its width in output columns.
+CONV_DENSE_COLS = {"scalar": 16, "avx2": 16, "avx512": 32}
+CONV_DENSE_MARKS = {"scalar": (), "avx2": needs_avx2, "avx512": needs_avx512}
+
+
+def conv_dense_cases(*cases):
+    """(kernel, m, n) params for every kernel whose tile is at least n columns wide."""
+    return [pytest.param(kernel, m, n, marks=CONV_DENSE_MARKS[kernel], id=f"{kernel}-{m}x{n}")
+            for kernel in CONV_DENSE_COLS for m, n in cases if n <= CONV_DENSE_COLS[kernel]]
+
+
+@pytest.mark.parametrize("kernel, m, n", conv_dense_cases(
+    *[(m, n) for m in (1, 4, 6) for n in (1, 3, 7, 8, 9, 15, 16, 17, 24, 31, 32)]))
 @pytest.mark.parametrize("k", [1, 5, 27])
 @pytest.mark.parametrize("epilogue", [{}, {"relu": True}, {"bias": True, "relu": True, "row0": 4}])
-def test_conv_dense_matches_numpy(rng, isa, m, n, k, epilogue):
+def test_conv_dense_matches_numpy(rng, kernel, m, n, k, epilogue):
+    cols = CONV_DENSE_COLS[kernel]
     w = rng.standard_normal((m, k)).astype(np.float32)
     x = rng.standard_normal(200).astype(np.float32)
-    offsets = rng.integers(0, 200 - 16, size=k).astype(np.uint32)
+    offsets = rng.integers(0, 200 - cols, size=k).astype(np.uint32)
     bias = rng.standard_normal(10).astype(np.float32) if epilogue.get("bias") else None
     relu, row0 = epilogue.get("relu", False), epilogue.get("row0", 0)
-    y = _core._raw_conv_dense_kernel(isa, w, offsets, x, n, bias=bias, relu=relu, row0=row0)
+    y = _core._raw_conv_dense_kernel(kernel, w, offsets, x, n, bias=bias, relu=relu, row0=row0)
     check(y, conv_dense_reference(w, offsets, x, n, bias, relu, row0))
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("m, n", [(6, 16), (6, 11), (2, 3), (5, 8)])
-def test_conv_dense_accumulates_into_y(rng, isa, m, n):
+@pytest.mark.parametrize("kernel, m, n", conv_dense_cases((6, 16), (6, 11), (2, 3), (5, 8), (6, 32), (3, 20)))
+def test_conv_dense_accumulates_into_y(rng, kernel, m, n):
     """A second panel of weight columns adds to the first's sums; bias and ReLU last."""
+    cols = CONV_DENSE_COLS[kernel]
     w = rng.standard_normal((m, 20)).astype(np.float32)
     x = rng.standard_normal(100).astype(np.float32)
-    offsets = rng.integers(0, 100 - 16, size=20).astype(np.uint32)
+    offsets = rng.integers(0, 100 - cols, size=20).astype(np.uint32)
     bias = rng.standard_normal(m).astype(np.float32)
-    first = _core._raw_conv_dense_kernel(isa, np.ascontiguousarray(w[:, :7]), offsets[:7], x, n)
-    both = _core._raw_conv_dense_kernel(isa, np.ascontiguousarray(w[:, 7:]), offsets[7:], x, n, bias=bias,
+    first = _core._raw_conv_dense_kernel(kernel, np.ascontiguousarray(w[:, :7]), offsets[:7], x, n)
+    both = _core._raw_conv_dense_kernel(kernel, np.ascontiguousarray(w[:, 7:]), offsets[7:], x, n, bias=bias,
                                         relu=True, y_init=first)
     check(both, conv_dense_reference(w, offsets, x, n, bias, True))
 
 
-@pytest.mark.parametrize("isa", ISAS)
-def test_conv_dense_drops_the_lanes_past_n(rng, isa):
+@pytest.mark.parametrize("kernel, m, n", conv_dense_cases((6, 2), (6, 17)))
+def test_conv_dense_drops_the_lanes_past_n(rng, kernel, m, n):
     """Lanes past n read NaN and Inf from x and never reach y (the caller's tail)."""
-    w = rng.standard_normal((6, 4)).astype(np.float32)
-    x = rng.standard_normal(40).astype(np.float32)
+    w = rng.standard_normal((m, 4)).astype(np.float32)
+    x = rng.standard_normal(60).astype(np.float32)
     offsets = np.array([0, 1, 2, 3], np.uint32)
-    x[5:] = np.nan
-    x[9] = np.inf
-    y = _core._raw_conv_dense_kernel(isa, w, offsets, x, 2)
-    check(y, conv_dense_reference(w, offsets, x, 2))
+    x[n + 3:] = np.nan
+    x[n + 7] = np.inf
+    y = _core._raw_conv_dense_kernel(kernel, w, offsets, x, n)
+    check(y, conv_dense_reference(w, offsets, x, n))
 
 
 @needs_avx2
@@ -658,6 +669,22 @@ def test_conv_dense_avx2_matches_scalar(rng, n):
     a = _core._raw_conv_dense_kernel("avx2", w, offsets, x, n, bias=bias, relu=True)
     b = _core._raw_conv_dense_kernel("scalar", w, offsets, x, n, bias=bias, relu=True)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.abs(b).max()))
+
+
+@needs_avx512
+@pytest.mark.parametrize("m", [1, 5, 6])
+@pytest.mark.parametrize("n", [3, 16, 21, 32])
+def test_conv_dense_avx512_sums_as_avx2(rng, m, n):
+    """The 32-column tile adds in the 16-column tile's order: the same bits, column for column."""
+    w = rng.standard_normal((m, 300)).astype(np.float32)
+    x = rng.standard_normal(2000).astype(np.float32)
+    offsets = rng.integers(0, 2000 - 32, size=300).astype(np.uint32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    wide = _core._raw_conv_dense_kernel("avx512", w, offsets, x, n, bias=bias, relu=True, row0=1)
+    for j0 in range(0, n, 16):
+        part = _core._raw_conv_dense_kernel("avx2", w, offsets + np.uint32(j0), x, min(16, n - j0), bias=bias,
+                                            relu=True, row0=1)
+        np.testing.assert_array_equal(wide[:, j0:j0 + 16], part)
 
 
 CONV3_KERNELS = ["scalar", pytest.param("avx2", marks=needs_avx2), pytest.param("avx512", marks=needs_avx512)]
@@ -795,6 +822,13 @@ def test_bad_conv_dense_arguments(rng):
         _core._raw_conv_dense_kernel("scalar", w, np.zeros(3, np.uint32), x, 17)
     with pytest.raises(ShapeError, match="x must hold"):
         _core._raw_conv_dense_kernel("scalar", w, np.array([0, 1, 5], np.uint32), x, 4)
+    with pytest.raises(FormatError, match="not one of"):
+        _core._raw_conv_dense_kernel("avx3", w, np.zeros(3, np.uint32), x, 4)
+    if _core.cpu_has_avx512vl():
+        with pytest.raises(ShapeError, match="n must be"):
+            _core._raw_conv_dense_kernel("avx512", w, np.zeros(3, np.uint32), np.ones(40, np.float32), 33)
+        with pytest.raises(ShapeError, match="x must hold"):  # 32 floats past each offset
+            _core._raw_conv_dense_kernel("avx512", w, np.array([0, 1, 5], np.uint32), np.ones(36, np.float32), 4)
 
 
 # ------------------------------------------------------ 2x2 stride-2 max pooling

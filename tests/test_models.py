@@ -344,14 +344,17 @@ def test_conv_with_changing_input_sizes(rng, backend):
 @pytest.mark.parametrize("conv", [
     dict(kernel=(3, 3), padding=1, size=(9, 5)),
     dict(kernel=(5, 5), padding=2, size=(14, 14)),    # mnist_cnn's conv2 geometry
-    dict(kernel=(2, 4), padding=0, size=(6, 37)),     # 34 output columns: 16 + 16 + 2
+    dict(kernel=(2, 4), padding=0, size=(6, 37)),     # 34 output columns: 16 + 16 + 2, or 32 + 2
+    dict(kernel=(3, 3), padding=1, size=(3, 70)),     # 70: 4 x 16 + 6, or 2 x 32 + 6
+    dict(kernel=(5, 5), padding=2, size=(5, 28)),     # mnist_cnn's conv1 rows: 16 + 12, or 28 in one
     dict(kernel=(1, 3), padding=(0, 1), size=(3, 16)),
     dict(kernel=(3, 3), padding=1, size=(4, 1)),      # one output column
 ])
 def test_dense_direct_convolution_matches_reference(rng, restore_threads, out_channels, conv):
     """Auto's third choice, pinned: tiles of 6 channels (the last one smaller when
-    out_channels is no multiple of 6) x 16 columns (masked tails), fused bias and
-    ReLU, at 1 to 3 threads and batches below and above the thread count."""
+    out_channels is no multiple of 6) x 16 columns, or 32 while more than 16 are
+    left (AVX-512), masked tails, fused bias and ReLU, at 1 to 3 threads and
+    batches below and above the thread count."""
     weight = sparse_dense_array((out_channels, 5, *conv["kernel"]), 0.6, rng)
     bias = rng.standard_normal(out_channels).astype(np.float32)
     model = Model([Conv2d(weight, bias, padding=conv["padding"]), ReLU()], backend="auto")
@@ -426,6 +429,7 @@ def test_auto_measures_dense_direct_and_winograd_and_can_choose_them(rng, restor
     dict(kernel=5, padding=2, size=(14, 14), channels=(32, 64)),  # mnist_cnn's conv2, F(2x2, 5x5)
     dict(kernel=5, padding=1, size=(6, 5), channels=(8, 7)),      # 4x3 outputs; a register tile of one channel
     dict(kernel=3, padding=1, size=(40, 41), channels=(20, 30)),  # 20 lane groups in 3 blocks of up to 8
+    dict(kernel=3, padding=1, size=(40, 41), channels=(30, 40)),  # blocks of 48 tiles: 32 + 16 columns
     dict(kernel=3, padding=2, size=(1, 2), channels=(8, 6)),      # a map smaller than the kernel, padded
 ])
 def test_dense_winograd_convolution_matches_reference(rng, monkeypatch, restore_threads, isa, conv):
@@ -619,6 +623,7 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["kernels"]["csrmv_x_loads"] == ([expected_l1] if isa == "avx2" else [])
     assert info["kernels"]["conv3"] == (["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [])
     assert info["kernels"]["sellmv"] == (["f32_sellmv_avx512"] if avx512 and sparsenet._core._sellmv_win() else [])
+    assert info["kernels"]["conv_dense"] == [f"f32_conv_dense_{isa}"] + (["f32_conv_dense_avx512"] if avx512 else [])
     assert "direct convolution" in info["kernels"]["conv2d"]
 
 
@@ -627,12 +632,13 @@ def test_avx512_kernels_can_be_switched_off():
     kernels alone, as on a CPU without AVX-512."""
     code = ("import sparsenet; i = sparsenet.kernel_info(); "
             "print(i['avx512_kernels'], i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1], "
-            "i['kernels']['sellmv'])")
+            "i['kernels']['sellmv'], i['kernels']['conv_dense'])")
     env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("SPARSENET_ISA", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split("[")[0].strip() == "False"
     assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out and "sellmv" not in out
+    assert "f32_conv_dense_avx512" not in out
     assert ("f32_conv3_avx2" in out) == sparsenet._core.cpu_has_avx2_fma()
 
 

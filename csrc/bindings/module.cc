@@ -180,10 +180,11 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
   return y;
 }
 
-// Runs the dense direct convolution kernel once (tests only): w (m, k) row-major
-// with m in [1, 6], offsets (k,) into x, n output columns; x must hold
-// offsets.max() + 16 floats.
-FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
+// Runs a dense direct convolution tile (kernels.h) once (tests only): `kernel`
+// "avx512" (32 columns), "avx2" or "scalar" (16); w (m, k) row-major with m in
+// [1, 6], offsets (k,) into x, n output columns, at most the tile's; x must
+// hold offsets.max() + the tile's columns floats.
+FloatArray raw_conv_dense_kernel(const std::string& kernel, const FloatArray& w,
                                  const py::array_t<uint32_t, py::array::c_style | py::array::forcecast>& offsets,
                                  const FloatArray& x, int64_t n, const std::optional<FloatArray>& bias,
                                  bool relu, int64_t row0, const std::optional<FloatArray>& y_init) {
@@ -192,10 +193,23 @@ FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
   const int64_t rows = w.shape(0);
   const int64_t k = w.shape(1);
   if (offsets.ndim() != 1 || offsets.shape(0) != k) throw ShapeError("offsets must be (k,)");
-  if (n < 1 || n > static_cast<int64_t>(kConvDenseCols)) throw ShapeError("n must be in [1, 16]");
+  ConvDenseKernel run = nullptr;
+  int64_t cols = 16;
+  if (kernel == "scalar") run = f32_conv_dense_scalar;
+  if (kernel == "avx2") {
+    if (!cpu_has_avx2_fma()) throw FormatError("the avx2 dense tile needs a CPU with AVX2 and FMA");
+    run = f32_conv_dense_avx2;
+  }
+  if (kernel == "avx512") {
+    if (!cpu_has_avx512vl()) throw FormatError("the avx512 dense tile needs a CPU with AVX-512F and VL");
+    run = f32_conv_dense_avx512;
+    cols = 32;
+  }
+  if (run == nullptr) throw FormatError("kernel '" + kernel + "' is not one of: avx512, avx2, scalar");
+  if (n < 1 || n > cols) throw ShapeError("n must be in [1, " + std::to_string(cols) + "]");
   for (int64_t i = 0; i < k; ++i)
-    if (static_cast<int64_t>(offsets.data()[i]) + static_cast<int64_t>(kConvDenseCols) > x.size())
-      throw ShapeError("x must hold offsets[i] + 16 floats");
+    if (static_cast<int64_t>(offsets.data()[i]) + cols > x.size())
+      throw ShapeError("x must hold offsets[i] + " + std::to_string(cols) + " floats");
   if (row0 < 0) throw ShapeError("row0 must be >= 0");
   if (bias && bias->size() < row0 + rows) throw ShapeError("bias must cover rows row0 .. row0 + m - 1");
   FloatArray y({rows, n});
@@ -205,10 +219,8 @@ FloatArray raw_conv_dense_kernel(const std::string& isa, const FloatArray& w,
     std::copy(y_init->data(), y_init->data() + y_init->size(), y.mutable_data());
   }
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
-  kernel_table(parse_isa(isa)).conv_dense(w.data(), static_cast<size_t>(k), static_cast<size_t>(rows), offsets.data(),
-                                          static_cast<size_t>(k), x.data(), static_cast<size_t>(n),
-                                          ep, static_cast<size_t>(row0), y.mutable_data(),
-                                          static_cast<size_t>(n));
+  run(w.data(), static_cast<size_t>(k), static_cast<size_t>(rows), offsets.data(), static_cast<size_t>(k),
+      x.data(), static_cast<size_t>(n), ep, static_cast<size_t>(row0), y.mutable_data(), static_cast<size_t>(n));
   return y;
 }
 
@@ -565,10 +577,11 @@ PYBIND11_MODULE(_core, m) {
         "the table's or the l1_variant named ('avx2', 'avx512'). "
         "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead), stream CsrRef::stream "
         "(csrmv: prefetch the nonzeros ahead); neither changes the result.");
-  m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("isa"), py::arg("w"),
+  m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("kernel"), py::arg("w"),
         py::arg("offsets"), py::arg("x"), py::arg("n"), py::arg("bias") = py::none(),
         py::arg("relu") = false, py::arg("row0") = 0, py::arg("y_init") = py::none(),
-        "Run the dense direct convolution register tile once (tests only); y_init (m, n) makes it accumulate.");
+        "Run a dense direct convolution tile ('avx512', 'avx2' or the 'scalar' reference) once (tests only); "
+        "y_init (m, n) makes it accumulate.");
   m.def("_raw_conv3_kernel", &raw_conv3_kernel, py::arg("kernel"), py::arg("values"), py::arg("offsets"),
         py::arg("groups"), py::arg("x"), py::arg("col_begin"), py::arg("col_end"), py::arg("y_init"),
         py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("accumulate") = false, py::arg("period") = 0,

@@ -54,17 +54,20 @@ using CsrmmKernel = void (*)(CsrRef<Index> a, const float* x, size_t ldx, Epilog
                              size_t col_end, float* y, size_t ldy);
 
 // Dense direct convolution's register tile: up to kConvDenseRows output
-// channels x up to kConvDenseCols output columns. For r < m, j < n (m in
-// [1, kConvDenseRows], n in [1, kConvDenseCols]):
+// channels x up to kConvDenseCols output columns (kConvDenseWideCols for
+// KernelTable::conv_dense_wide). For r < m, j < n (m in [1, kConvDenseRows],
+// n in [1, the tile's columns]):
 //   y[r * ldy + j] = epilogue(sum_{i < k} w[r * ldw + i] * x[offsets[i] + j], row0 + r)
 // with w the rows of a dense row-major weight and offsets[i] the place of weight
 // column i in a padded input image, relative to the tile's first output column;
 // ep.accumulate adds the sum to what y[r * ldy + j] holds (panels of weight
 // columns, the epilogue's bias and ReLU given with the last panel only).
-// Reads x[offsets[i] + j] for every j < kConvDenseCols whatever n is: the caller
-// leaves that many floats readable past the last tile (their lanes are dropped).
+// Reads x[offsets[i] + j] for every j below the tile's columns whatever n
+// is: the caller leaves kConvDenseWideCols floats readable past the last
+// tile (their lanes are dropped).
 constexpr size_t kConvDenseRows = 6;
 constexpr size_t kConvDenseCols = 16;
+constexpr size_t kConvDenseWideCols = 32;
 using ConvDenseKernel = void (*)(const float* w, size_t ldw, size_t m, const uint32_t* offsets,
                                  size_t k, const float* x, size_t n, Epilogue ep, size_t row0,
                                  float* y, size_t ldy);
@@ -119,6 +122,10 @@ void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t>, const float*, Epilogue, size_t, siz
 // The same with AVX-512F+VL (masked broadcasts): the avx2 table's csrmv_u16_l1
 // where avx512_kernels_enabled() (see KernelTable).
 void f32_csrmv_u16_l1_avx512(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
+// The dense direct convolution tile 32 columns wide (AVX-512F): the avx2
+// table's conv_dense_wide where avx512_kernels_enabled().
+void f32_conv_dense_avx512(const float*, size_t, size_t, const uint32_t*, size_t, const float*, size_t,
+                           Epilogue, size_t, float*, size_t);
 bool cpu_has_avx512vl();
 // Whether the avx2 table takes its AVX-512 kernels: cpu_has_avx512vl(), unless
 // the environment says SPARSENET_AVX512=0 (read once per process) to run the
@@ -237,10 +244,28 @@ struct KernelTable {
   // avx512_kernels_enabled(), none otherwise (AVX2 has no two-table permute)
   // and none in the scalar table (f32_sellmv_scalar is the tests' reference).
   SellmvKernel sellmv = nullptr;
+  // Dense direct convolution's tile kConvDenseWideCols wide: the AVX-512
+  // kernel in the avx2 table where avx512_kernels_enabled(), none otherwise
+  // (see conv_dense_tile).
+  ConvDenseKernel conv_dense_wide = nullptr;
 };
 
 // The table for `isa`; throws FormatError for avx2 on a CPU without AVX2+FMA.
 const KernelTable& kernel_table(Isa isa);
+
+// The dense tile for a row of output whose next `left` columns are to be
+// computed: the wide one where the table has it and more than kConvDenseCols
+// columns are left, else the narrow one, so that a row's last tile computes
+// few lanes past its end (on a CPU that splits 512-bit FMAs in two, Zen 4, a
+// wide tile over 16 columns would cost twice the narrow one).
+struct ConvDenseTile {
+  ConvDenseKernel kernel;
+  size_t cols;
+};
+inline ConvDenseTile conv_dense_tile(const KernelTable& t, size_t left) {
+  if (t.conv_dense_wide != nullptr && left > kConvDenseCols) return {t.conv_dense_wide, kConvDenseWideCols};
+  return {t.conv_dense, kConvDenseCols};
+}
 
 // Vectors of at most this many floats (24 KiB) count as L1-resident for csrmv.
 constexpr size_t kL1VectorFloats = 6144;

@@ -1276,7 +1276,9 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const size_t out_plane = static_cast<size_t>(out_h * out_w);
   const size_t out_stride = static_cast<size_t>(rows()) * out_plane;
   const std::shared_ptr<const DirectPlan> plan = direct_plan(height, width);
-  const ConvDenseKernel kernel = kernel_table(isa()).conv_dense;
+  const KernelTable& kt = kernel_table(isa());
+  // The widest tile the table has (conv_dense_tile picks one per call).
+  const int64_t tile_cols = static_cast<int64_t>(kt.conv_dense_wide ? kConvDenseWideCols : kConvDenseCols);
   const float* w = dense_weight().data();
   const size_t k = static_cast<size_t>(cols());
   const Epilogue ep{bias().empty() ? nullptr : bias().data(), ctx.fuse_relu};
@@ -1284,24 +1286,29 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
   const size_t channels_out = static_cast<size_t>(rows());
   const size_t tiles = (channels_out + kConvDenseRows - 1) / kConvDenseRows;
   // Input channels in panels whose input one tile reads (kernel_h runs of
-  // 16 + kernel_w - 1 floats per channel) fits kDenseDirectPanelBytes of L1.
+  // tile_cols + kernel_w - 1 floats per channel) fits kDenseDirectPanelBytes of L1.
   const int64_t taps = kernel_h_ * kernel_w_;
-  const int64_t fit = std::max<int64_t>(
-      1, kDenseDirectPanelBytes / (4 * kernel_h_ * (static_cast<int64_t>(kConvDenseCols) + kernel_w_ - 1)));
+  const int64_t fit =
+      std::max<int64_t>(1, kDenseDirectPanelBytes / (4 * kernel_h_ * (tile_cols + kernel_w_ - 1)));
   const int64_t panels = (in_channels_ + fit - 1) / fit;
   const size_t panel_cols = static_cast<size_t>((in_channels_ + panels - 1) / panels * taps);
   const size_t group =
       std::max<size_t>(1, static_cast<size_t>(kDenseDirectGroupBytes / (4.0 * kConvDenseRows * panel_cols)));
   const uint32_t* offsets = plan->dense_offsets.data();
   // One tile call: channel tile t, output row y, columns from x0, weight columns [c0, c1).
+  // The columns from x0 that a tile call computes (conv_dense_tile).
+  const auto tile_width = [&](int64_t x0) {
+    return std::min(out_w - x0, static_cast<int64_t>(conv_dense_tile(kt, static_cast<size_t>(out_w - x0)).cols));
+  };
   const auto tile = [&](const float* padded, float* out_image, size_t t, int64_t y, int64_t x0,
                         size_t c0, size_t c1) {
     const size_t r0 = t * kConvDenseRows;
     const bool last = c1 == k;
     const Epilogue pe{last ? ep.bias : nullptr, last && ep.relu, c0 > 0};
-    kernel(w + r0 * k + c0, k, std::min(kConvDenseRows, channels_out - r0), offsets + c0, c1 - c0,
-           padded + y * padded_w + x0, static_cast<size_t>(std::min<int64_t>(out_w - x0, kConvDenseCols)),
-           pe, r0, out_image + r0 * out_plane + static_cast<size_t>(y * out_w + x0), out_plane);
+    conv_dense_tile(kt, static_cast<size_t>(out_w - x0))
+        .kernel(w + r0 * k + c0, k, std::min(kConvDenseRows, channels_out - r0), offsets + c0, c1 - c0,
+                padded + y * padded_w + x0, static_cast<size_t>(tile_width(x0)), pe, r0,
+                out_image + r0 * out_plane + static_cast<size_t>(y * out_w + x0), out_plane);
   };
   // Output rows in blocks whose input (one panel's channels, the block's rows
   // plus kernel_h - 1) fits kDenseDirectSlabBytes of L2.
@@ -1321,14 +1328,14 @@ void Conv2d::forward_dense_direct(const TensorView& in, const MutableTensorView&
       if (panels == 1) {
         for (size_t t = t0; t < t1; ++t)
           for (int64_t y = b0; y < b1; ++y)
-            for (int64_t x0 = 0; x0 < out_w; x0 += static_cast<int64_t>(kConvDenseCols))
+            for (int64_t x0 = 0; x0 < out_w; x0 += tile_width(x0))
               tile(padded, out_image, t, y, x0, 0, k);
         continue;
       }
       for (size_t g0 = t0; g0 < t1; g0 += group)
         for (size_t c0 = 0; c0 < k; c0 += panel_cols)
           for (int64_t y = b0; y < b1; ++y)
-            for (int64_t x0 = 0; x0 < out_w; x0 += static_cast<int64_t>(kConvDenseCols))
+            for (int64_t x0 = 0; x0 < out_w; x0 += tile_width(x0))
               for (size_t t = g0; t < std::min(t1, g0 + group); ++t)
                 tile(padded, out_image, t, y, x0, c0, std::min(k, c0 + panel_cols));
     }

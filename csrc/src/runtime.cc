@@ -79,7 +79,8 @@ const KernelTable& kernel_table(Isa isa) {
                                 f32_winograd_input_avx2, f32_winograd_output_avx2,
                                 avx512_kernels_enabled() ? f32_conv3_avx512 : f32_conv3_avx2,
                                 avx512_kernels_enabled(), avx512_kernels_enabled(), avx512_kernels_enabled(),
-                                avx512_kernels_enabled() ? f32_sellmv_avx512 : nullptr};
+                                avx512_kernels_enabled() ? f32_sellmv_avx512 : nullptr,
+                                avx512_kernels_enabled() ? f32_conv_dense_avx512 : nullptr};
   if (isa == Isa::kAvx2) {
     if (!cpu_has_avx2_fma()) throw FormatError("the avx2 kernels need a CPU with AVX2+FMA");
     return avx2;

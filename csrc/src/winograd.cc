@@ -5,8 +5,8 @@
 // Per block of output tiles: every input channel's tiles transformed
 // (V = BT d B, 36 floats a tile), 36 dense products M[xi] = U[xi] V[xi] of
 // the transformed weights (rows() x in_channels) by the transformed tiles
-// (in_channels x tiles) in the dense direct convolution's 6 x 16 register
-// tile, then every output channel's tiles transformed back (Y = AT M A) with
+// (in_channels x tiles) in the dense direct convolution's register tiles
+// (6 x 16, 6 x 32 with AVX-512), then every output channel's tiles transformed back (Y = AT M A) with
 // the bias and ReLU.
 #include <algorithm>
 #include <cmath>
@@ -21,8 +21,13 @@ namespace sparsenet {
 namespace {
 
 // A block's transformed input and products ((n * n) x (in + out channels) x
-// tiles floats) within about this much of L2; at least 16 tiles (one register
-// tile's columns).
+// tiles floats) within about this much of L2; at least one register tile's
+// columns, 16, or 32 where the table has the wide tile. VGG-16's layers (256
+// to 1,024 channels in and out) get that least: with 32 tiles instead of 16
+// on Zen 5 (one thread, bench/ab.py, pinned to dense-winograd) conv1_2 ran
+// 1.36x faster, conv2_2 1.50x, conv3_1 1.69x, conv4_2 and conv5_2 1.78x:
+// wide tiles, and each block's pass over the transformed weights (36 MB for
+// conv4_2's, more than the L3) serving twice the tiles. 64 tiles: 0.87-1.12x.
 constexpr size_t kWinogradBlockBytes = 512 * 1024;
 // Below this many multiply-adds per image (of direct convolution) a layer
 // runs on one thread, as dense direct convolution does.
@@ -103,8 +108,14 @@ ToomCook toom_cook(size_t m, size_t r) {
 
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 
-// Floats from one of a block's 36 transformed matrices (rows x block) to the next.
+// Floats from one of a block's 36 transformed matrices (rows x block) to the
+// next. The products' tile calls (conv_dense_tile) read up to
+// kConvDenseWideCols floats of each row, from places below a block's tile
+// count (at most the block, a multiple of 16) with more than 16 tiles left
+// for a wide one, so the last row's run at most kConvDenseWideCols - 17
+// floats past the block: into the pad.
 constexpr size_t kWinogradPad = 16;
+static_assert(kWinogradPad >= kConvDenseWideCols - 17, "the products' reads past a block");
 size_t winograd_stride(size_t rows, size_t block) { return rows * block + kWinogradPad; }
 
 // How one input size is tiled: tiles_y rows of groups_x groups of
@@ -140,7 +151,8 @@ size_t Conv2d::winograd_tile() const {
 size_t Conv2d::winograd_block_tiles() const {
   const size_t per_tile = kWinogradN * kWinogradN * sizeof(float) *
                           static_cast<size_t>(in_channels_ + rows());
-  return std::max<size_t>(16, kWinogradBlockBytes / per_tile / 16 * 16);
+  const size_t least = kernel_table(isa()).conv_dense_wide ? kConvDenseWideCols : kConvDenseCols;
+  return std::max<size_t>(least, kWinogradBlockBytes / per_tile / 16 * 16);
 }
 
 std::shared_ptr<const Conv2d::Winograd> Conv2d::winograd() const {
@@ -253,10 +265,11 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
   };
   size_t phase_cols[kWinogradN];
   for (size_t j = 0; j < n; ++j) phase_cols[j] = (j % m) * t.phase_len + j / m;
-  // Block b (groups [g0, g1)) of one image: v (nn x channels x block) and
-  // prod (nn x outs x block) are the worker's.
-  const auto run_block = [&](const float* phase, float* v, float* prod, float* out_image, size_t b) {
-    const size_t g0 = b * block_groups, g1 = std::min(t.groups, g0 + block_groups);
+  // Block b of `per` groups (at most block_groups: [g0, g1)) of one image: v
+  // (nn x channels x block) and prod (nn x outs x block) are the worker's.
+  const auto run_block = [&](const float* phase, float* v, float* prod, float* out_image, size_t b,
+                             size_t per) {
+    const size_t g0 = b * per, g1 = std::min(t.groups, g0 + per);
     for (size_t g = g0; g < g1; ++g) {
       const size_t ty = g / t.groups_x, gx = g % t.groups_x, lane0 = (g - g0) * kWinogradLanes;
       for (size_t c = 0; c < channels; ++c) {
@@ -269,11 +282,13 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
     const size_t tiles = (g1 - g0) * kWinogradLanes;
     for (size_t xi = 0; xi < nn; ++xi)
       for (size_t r0 = 0; r0 < outs; r0 += kConvDenseRows)
-        for (size_t t0 = 0; t0 < tiles; t0 += kConvDenseCols)
-          kt.conv_dense(wg->u.data() + (xi * outs + r0) * channels, channels,
-                        std::min(kConvDenseRows, outs - r0), wg->offsets.data(), channels,
-                        v + xi * v_stride + t0, std::min(kConvDenseCols, tiles - t0), none, 0,
-                        prod + xi * m_stride + r0 * block + t0, block);
+        for (size_t t0 = 0, cols = 0; t0 < tiles; t0 += cols) {
+          const ConvDenseTile tile = conv_dense_tile(kt, tiles - t0);
+          cols = std::min(tile.cols, tiles - t0);
+          tile.kernel(wg->u.data() + (xi * outs + r0) * channels, channels,
+                      std::min(kConvDenseRows, outs - r0), wg->offsets.data(), channels,
+                      v + xi * v_stride + t0, cols, none, 0, prod + xi * m_stride + r0 * block + t0, block);
+        }
     for (size_t g = g0; g < g1; ++g) {
       const size_t ty = g / t.groups_x, gx = g % t.groups_x, lane0 = (g - g0) * kWinogradLanes;
       const size_t y0 = ty * m, x0 = gx * kWinogradLanes * m;
@@ -292,7 +307,7 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
     float* s = worker_scratch(worker);
     fill_phase(in.data + image * in_stride, s, 0, channels);
     for (size_t b = 0; b < blocks; ++b)
-      run_block(s, s + vm_offset, s + prod_offset, out.data + image * outs * plane, b);
+      run_block(s, s + vm_offset, s + prod_offset, out.data + image * outs * plane, b, block_groups);
   };
 
   const size_t batch = static_cast<size_t>(in.batch);
@@ -306,7 +321,12 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
     ctx.pool->parallel_for(batch, [&](size_t image, size_t worker) { whole_image(image, worker); });
     return;
   }
-  // Few images: one phase copy (worker 0's scratch), filled and then read by all workers.
+  // Few images: one phase copy (worker 0's scratch), filled and then read by
+  // all workers, in blocks small enough to give each worker one, while they
+  // keep 2 groups (a 16-tile call): VGG's conv5_x at 14x14 is 4 groups, one
+  // block of 32 tiles.
+  const size_t per = std::min(block_groups, std::max<size_t>(2, ceil_div(t.groups, workers)));
+  const size_t few_blocks = ceil_div(t.groups, per);
   for (size_t image = 0; image < batch; ++image) {
     float* phase = worker_scratch(0);
     const float* image_in = in.data + image * in_stride;
@@ -318,9 +338,9 @@ void Conv2d::forward_winograd(const TensorView& in, const MutableTensorView& out
       });
     }
     float* out_image = out.data + image * outs * plane;
-    ctx.pool->parallel_for(blocks, [&](size_t b, size_t worker) {
+    ctx.pool->parallel_for(few_blocks, [&](size_t b, size_t worker) {
       float* s = worker_scratch(worker);
-      run_block(phase, s + vm_offset, s + prod_offset, out_image, b);
+      run_block(phase, s + vm_offset, s + prod_offset, out_image, b, per);
     });
   }
 }

@@ -61,6 +61,9 @@ def kernel_info() -> dict:
             "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
             # direct convolution of 3-wide kernels with aligned loads
             "conv3": ["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [],
+            # dense direct convolution's and Winograd's register tiles: 6 channels x 16 columns, and
+            # x 32 where more than 16 are left
+            "conv_dense": [f"f32_conv_dense_{isa}"] + (["f32_conv_dense_avx512"] if avx512 else []),
             "conv2d": "sparse: direct convolution on csrmm, or conv3 for 3-wide kernels (stride 1), "
                       "im2col + csrmm (other strides); dense: im2col + sgemm; auto also: dense direct, "
                       "dense Winograd (stride 1, 3x3 / 5x5)",

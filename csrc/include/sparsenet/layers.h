@@ -294,7 +294,7 @@ class Linear : public WeightedLayer {
 // Dense: per image, W times the im2col patch matrix (sgemm). Dense direct (an
 // auto layer's third choice, stride 1): the dense weights against the padded
 // input in register tiles of 6 output channels x 16 output columns of one
-// output row (kernels.h, ConvDenseKernel). Dense Winograd (an auto layer's
+// output row, 32 with AVX-512 (kernels.h, ConvDenseKernel). Dense Winograd (an auto layer's
 // fourth choice, stride 1, 3x3 or 5x5 kernels, at least 8 input channels):
 // F(4x4, 3x3) or F(2x2, 5x5) over 6x6 input tiles (Lavin & Gray, CVPR 2016),
 // 36 products of the transformed weights (built on first use) by the
