@@ -100,6 +100,44 @@ def test_csrmm_matches_numpy(rng, isa, index_bits, n, density):
     check(run_kernel(isa, dense, x, None, True, index_bits), reference(dense, x, None, True))
 
 
+# The avx2 table's csrmm kernels by name: AVX2, and AVX-512 (16-lane tiles of
+# 128, 64, 32 and 16 columns, then a masked one) where the CPU has it.
+CSRMM_VARIANTS = [pytest.param("avx2", marks=needs_avx2), pytest.param("avx512", marks=[needs_avx2, needs_avx512])]
+
+
+@pytest.mark.parametrize("variant", CSRMM_VARIANTS)
+@pytest.mark.parametrize("index_bits", INDEX_BITS)
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 127, 128, 129, 200, 259])
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_csrmm_variants_match_numpy(rng, variant, index_bits, n, prefetch):
+    """Every tile width and tail, row and column ranges, a column window
+    accumulating into y, bias and ReLU; prefetching changes nothing."""
+    rows, cols = 37, 300
+    dense = sparse_dense_array((rows, cols), 0.15, rng)
+    dense[5] = 0  # an empty row
+    dense[6, :] = rng.standard_normal(cols)  # a full one
+    x = make_x(rng, cols, n)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    got = run_kernel("avx2", dense, x, bias, True, index_bits, mm_variant=variant, prefetch=prefetch)
+    check(got, reference(dense, x, bias, True))
+    y0 = rng.standard_normal((rows, n)).astype(np.float32)
+    c0, c1 = min(3, n - 1), n
+    got = run_kernel("avx2", dense, x, index_bits=index_bits, mm_variant=variant, prefetch=prefetch, y_init=y0,
+                     column_window=(40, 260), row_begin=2, row_end=35, col_begin=c0, col_end=c1)
+    expected = y0.astype(np.float64).copy()
+    expected[2:35, c0:c1] += reference(dense[2:35, 40:260], x[40:260, c0:c1])
+    check(got, expected)
+
+
+def test_csrmm_variant_names_are_checked(rng):
+    dense = sparse_dense_array((4, 8), 0.5, rng)
+    x = make_x(rng, 8, 3)
+    with pytest.raises(FormatError, match="mm_variant 'avx3' is not one of"):
+        run_kernel("avx2" if HAS_AVX2 else "scalar", dense, x, mm_variant="avx3")
+    with pytest.raises(FormatError, match="mm_variant"):
+        run_kernel("scalar", dense, x, mm_variant="avx2")
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("index_bits", INDEX_BITS)
 @pytest.mark.parametrize("n", [None, 5, 40])

@@ -616,8 +616,9 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["isa"] == isa
     assert info["forced_by"] == "SPARSENET_ISA"
     assert info["kernels"]["csrmv"] == [f"f32_csrmv_u16_{isa}", f"f32_csrmv_u32_{isa}"]
-    assert info["kernels"]["csrmm"] == [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"]
     avx512 = isa == "avx2" and sparsenet._core.avx512_kernels()
+    mm = "avx512" if avx512 else isa
+    assert info["kernels"]["csrmm"] == [f"f32_csrmm_u16_{mm}", f"f32_csrmm_u32_{mm}"]
     assert info["avx512_kernels"] == avx512
     expected_l1 = "f32_csrmv_u16_l1_avx512" if avx512 else "f32_csrmv_u16_l1_avx2"
     assert info["kernels"]["csrmv_x_loads"] == ([expected_l1] if isa == "avx2" else [])
@@ -632,13 +633,13 @@ def test_avx512_kernels_can_be_switched_off():
     kernels alone, as on a CPU without AVX-512."""
     code = ("import sparsenet; i = sparsenet.kernel_info(); "
             "print(i['avx512_kernels'], i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1], "
-            "i['kernels']['sellmv'], i['kernels']['conv_dense'])")
+            "i['kernels']['sellmv'], i['kernels']['conv_dense'], i['kernels']['csrmm'])")
     env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("SPARSENET_ISA", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split("[")[0].strip() == "False"
     assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out and "sellmv" not in out
-    assert "f32_conv_dense_avx512" not in out
+    assert "f32_conv_dense_avx512" not in out and "f32_csrmm_u16_avx512" not in out
     assert ("f32_conv3_avx2" in out) == sparsenet._core.cpu_has_avx2_fma()
 
 

@@ -55,7 +55,8 @@ template <typename Index>
 void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x, size_t ldx,
                     size_t n, Epilogue ep, size_t rb, size_t re, size_t cb, size_t ce, float* y,
                     bool as_vector, const std::vector<uint32_t>& window, bool x_loads,
-                    CsrmvKernel<uint16_t> l1_kernel, bool prefetch, bool stream) {
+                    CsrmvKernel<uint16_t> l1_kernel, CsrmmKernel<uint16_t> mm16, CsrmmKernel<uint32_t> mm32,
+                    bool prefetch, bool stream) {
   std::vector<Index> idx(m.nnz());
   for (size_t k = 0; k < m.nnz(); ++k)
     idx[k] = static_cast<Index>(m.narrow_indices() ? m.col16()[k] : m.col32()[k]);
@@ -66,10 +67,10 @@ void run_raw_kernel(const KernelTable& table, const CsrMatrix& m, const float* x
                       stream};
   if constexpr (sizeof(Index) == 2) {
     if (as_vector) (x_loads ? l1_kernel : table.csrmv_u16)(ref, x, ep, rb, re, y);
-    else table.csrmm_u16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
+    else mm16(ref, x, ldx, ep, rb, re, cb, ce, y, n);
   } else {
     if (as_vector) table.csrmv_u32(ref, x, ep, rb, re, y);
-    else table.csrmm_u32(ref, x, ldx, ep, rb, re, cb, ce, y, n);
+    else mm32(ref, x, ldx, ep, rb, re, cb, ce, y, n);
   }
 }
 
@@ -121,8 +122,8 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
                           int64_t row_begin, int64_t row_end, int64_t col_begin, int64_t col_end,
                           const std::optional<FloatArray>& y_init,
                           std::optional<std::pair<int64_t, int64_t>> column_window,
-                          bool x_loads, const std::string& l1_variant, bool prefetch,
-                          bool stream) {
+                          bool x_loads, const std::string& l1_variant, const std::string& mm_variant,
+                          bool prefetch, bool stream) {
   const CsrMatrix m = make_csr("kernel test", rows, cols, indptr, indices, values);
   const bool as_vector = x.ndim() == 1;
   if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(0) != cols)
@@ -170,13 +171,25 @@ FloatArray raw_csr_kernel(const std::string& isa, int64_t rows, int64_t cols,
       throw FormatError("l1_variant 'avx512' needs a CPU with AVX-512F and VL");
     l1_kernel = l1_variant == "avx2" ? f32_csrmv_u16_l1_avx2 : f32_csrmv_u16_l1_avx512;
   }
+  CsrmmKernel<uint16_t> mm16 = table.csrmm_u16;  // "": what the table runs
+  CsrmmKernel<uint32_t> mm32 = table.csrmm_u32;
+  if (!mm_variant.empty()) {
+    if (table.isa != Isa::kAvx2 || (mm_variant != "avx2" && mm_variant != "avx512"))
+      throw FormatError("mm_variant '" + mm_variant + "' is not one of: avx2, avx512 (with isa avx2)");
+    if (mm_variant == "avx512" && !cpu_has_avx512vl())
+      throw FormatError("mm_variant 'avx512' needs a CPU with AVX-512F and VL");
+    mm16 = mm_variant == "avx2" ? f32_csrmm_u16_avx2 : f32_csrmm_u16_avx512;
+    mm32 = mm_variant == "avx2" ? f32_csrmm_u32_avx2 : f32_csrmm_u32_avx512;
+  }
   const Epilogue ep{bias ? bias->data() : nullptr, relu, y_init.has_value()};
   if (index_bits == 16)
     run_raw_kernel<uint16_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window, x_loads, l1_kernel, prefetch, stream);
+                             y.mutable_data(), as_vector, window, x_loads, l1_kernel, mm16, mm32, prefetch,
+                             stream);
   else
     run_raw_kernel<uint32_t>(table, m, x.data(), n, n, ep, row_begin, row_end, col_begin, col_end,
-                             y.mutable_data(), as_vector, window, false, l1_kernel, prefetch, stream);
+                             y.mutable_data(), as_vector, window, false, l1_kernel, mm16, mm32, prefetch,
+                             stream);
   return y;
 }
 
@@ -569,12 +582,13 @@ PYBIND11_MODULE(_core, m) {
         py::arg("bias") = py::none(), py::arg("relu") = false, py::arg("index_bits") = 16,
         py::arg("row_begin") = 0, py::arg("row_end") = -1, py::arg("col_begin") = 0,
         py::arg("col_end") = -1, py::arg("y_init") = py::none(), py::arg("column_window") = py::none(),
-        py::arg("x_loads") = false, py::arg("l1_variant") = "", py::arg("prefetch") = false,
-        py::arg("stream") = true,
+        py::arg("x_loads") = false, py::arg("l1_variant") = "", py::arg("mm_variant") = "",
+        py::arg("prefetch") = false, py::arg("stream") = true,
         "Run one registry kernel directly (tests and benchmarks only). y_init (rows,) or "
         "(rows, n) makes it accumulate; csrmm only: column_window (lo, hi) restricts it to those weight columns. "
         "csrmv with 16-bit indices only: x_loads runs csrmv_u16_l1 (x read by loads, not gathers), "
-        "the table's or the l1_variant named ('avx2', 'avx512'). "
+        "the table's or the l1_variant named ('avx2', 'avx512'); csrmm: the table's kernel or the "
+        "mm_variant named ('avx2', 'avx512'). "
         "prefetch sets CsrRef::prefetch (csrmm: prefetch X rows ahead), stream CsrRef::stream "
         "(csrmv: prefetch the nonzeros ahead); neither changes the result.");
   m.def("_raw_conv_dense_kernel", &raw_conv_dense_kernel, py::arg("kernel"), py::arg("w"),

@@ -122,6 +122,12 @@ void f32_csrmv_u16_l1_avx2(CsrRef<uint16_t>, const float*, Epilogue, size_t, siz
 // The same with AVX-512F+VL (masked broadcasts): the avx2 table's csrmv_u16_l1
 // where avx512_kernels_enabled() (see KernelTable).
 void f32_csrmv_u16_l1_avx512(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*);
+// CSR x dense in 16-lane registers (AVX-512F): the avx2 table's csrmm_u16 and
+// csrmm_u32 where avx512_kernels_enabled().
+void f32_csrmm_u16_avx512(CsrRef<uint16_t>, const float*, size_t, Epilogue, size_t, size_t, size_t, size_t,
+                          float*, size_t);
+void f32_csrmm_u32_avx512(CsrRef<uint32_t>, const float*, size_t, Epilogue, size_t, size_t, size_t, size_t,
+                          float*, size_t);
 // The dense direct convolution tile 32 columns wide (AVX-512F): the avx2
 // table's conv_dense_wide where avx512_kernels_enabled().
 void f32_conv_dense_avx512(const float*, size_t, size_t, const uint32_t*, size_t, const float*, size_t,
@@ -220,6 +226,8 @@ struct KernelTable {
   // insertps kernel: with the matrix in cache 6-9 % faster; fc6 at 10 % 1.12x
   // and 1.14x on two threads in two runs, 1.02x on one; at 4 % 0.95-1.20x).
   CsrmvKernel<uint16_t> csrmv_u16_l1;
+  // CSR x dense: in the avx2 table the AVX-512 kernels where
+  // avx512_kernels_enabled() (f32_csrmm_avx512.cc), else the AVX2 ones.
   CsrmmKernel<uint16_t> csrmm_u16;
   CsrmmKernel<uint32_t> csrmm_u32;
   ConvDenseKernel conv_dense;

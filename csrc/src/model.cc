@@ -8,6 +8,7 @@
 #include <set>
 
 #include "finite.h"
+#include "sparsenet/aligned.h"
 #include "sparsenet/errors.h"
 #include "thread_pool.h"
 
@@ -82,8 +83,11 @@ constexpr size_t kImageByImageBytes = 512 * 1024;
 
 struct Model::Workspaces {
   struct Buffers {
-    std::vector<float> a, b, scratch;
-    std::vector<float> images;  // image-by-image steps: two maps per worker
+    // 64-byte aligned: batched layers load each input row (of the batch's
+    // floats) in zmm registers, which straddle two cache lines where the rows
+    // are not aligned (mnist_cnn's fc1 at batch 64: 1.05x slower).
+    CacheLineVector<float> a, b, scratch;
+    CacheLineVector<float> images;  // image-by-image steps: two maps per worker
   };
   // The shapes and buffer sizes of one (input shape, batch, thread count):
   // the last one is kept, so that repeated calls with the same input build no
@@ -238,8 +242,8 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
     ws.scratch.resize(ctx.num_workers * ctx.scratch_per_worker);
   if (ws.images.size() < 2 * workers * plan->image_elements)
     ws.images.resize(2 * workers * plan->image_elements);
-  std::vector<float>& buffer_a = ws.a;
-  std::vector<float>& buffer_b = ws.b;
+  CacheLineVector<float>& buffer_a = ws.a;
+  CacheLineVector<float>& buffer_b = ws.b;
   ctx.scratch = ws.scratch.data();
 
   const size_t nb = static_cast<size_t>(batch);

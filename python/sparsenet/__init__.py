@@ -58,7 +58,8 @@ def kernel_info() -> dict:
             # batch 1 on sliced windows where they fill enough lanes (not with SPARSENET_SELL=0)
             "sellmv": (["f32_sellmv_avx512"] if avx512 and os.environ.get("SPARSENET_SELL") != "0"
                        and _core._sellmv_win() else []),
-            "csrmm": [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"],
+            "csrmm": (["f32_csrmm_u16_avx512", "f32_csrmm_u32_avx512"] if avx512 else
+                      [f"f32_csrmm_u16_{isa}", f"f32_csrmm_u32_{isa}"]),
             # direct convolution of 3-wide kernels with aligned loads
             "conv3": ["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [],
             # dense direct convolution's and Winograd's register tiles: 6 channels x 16 columns, and

@@ -3,12 +3,14 @@
 // twice as wide. Per weight column i: two loads of 32 contiguous input floats
 // at offsets[i], six broadcast weights, twelve FMAs. On a core with 512-bit
 // FMA units (Zen 5) that is twice the multiply-adds per instruction of the
-// AVX2 tile at the same 8 loads per 12 FMAs; on one that splits them in two
-// (Zen 4) the same FMA rate with half the loads. Sums in the AVX2 tile's
-// order (weight column by weight column, fused multiply-adds), so both give
-// the same bits. A tile of m < 6 channels repeats its last row in the spare
-// accumulators and stores m rows; one of n < 32 columns loads (accumulating)
-// and stores n lanes (masked). Built with -mavx512f.
+// AVX2 tile at the same 8 loads per 12 FMAs (mnist_cnn's conv2 on Winograd
+// 1.5x faster there); on one that splits them in two (Zen 4) it should keep
+// the AVX2 tile's FMA rate with half its loads (not measured). Sums in the
+// AVX2 tile's order (weight column by weight column, fused multiply-adds), so
+// both give the same bits. A tile of m < 6 channels repeats its last row in
+// the spare accumulators and stores m rows; one of n < 32 columns loads
+// (accumulating) and stores n lanes (masked). Built with -mavx2 -mfma
+// -mavx512f -mavx512vl only.
 #include <immintrin.h>
 
 #include "../../src/kernels.h"
