@@ -6,8 +6,8 @@
 // (V = BT d B, 36 floats a tile), 36 dense products M[xi] = U[xi] V[xi] of
 // the transformed weights (rows() x in_channels) by the transformed tiles
 // (in_channels x tiles) in the dense direct convolution's register tiles
-// (6 x 16, 6 x 32 with AVX-512), then every output channel's tiles transformed back (Y = AT M A) with
-// the bias and ReLU.
+// (6 x 16, 6 x 32 with AVX-512), then every output channel's tiles
+// transformed back (Y = AT M A) with the bias and ReLU.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
