@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import sparsenet
 from sparsenet import FormatError, ShapeError, WeightError, _core
 
 from conftest import HAS_AVX2, ISAS, csr_arrays, needs_avx2, ref_conv2d, sparse_dense_array
@@ -909,3 +910,49 @@ def test_bad_maxpool2x2_arguments():
         _core._raw_maxpool2x2_kernel("scalar", np.ones((3, 4), np.float32), 2)
     with pytest.raises(ShapeError, match="n must be"):
         _core._raw_maxpool2x2_kernel("scalar", np.ones((2, 4), np.float32), 3)
+
+
+def bit_pattern_matrix(rng, rows, cols):
+    """Random float bits, NaN payloads and signed zeros included: a transpose copies bits."""
+    return rng.integers(0, 2**32, size=(rows, cols), dtype=np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("rows,cols", [(1, 1), (1, 37), (37, 1), (7, 7), (8, 8), (9, 17), (16, 16), (24, 40),
+                                       (64, 4096), (4096, 64), (33, 65), (100, 3), (300, 130), (130, 300),
+                                       (1100, 21)])
+def test_transpose_kernel_copies_bits(rng, isa, rows, cols):
+    """Whole 8 x 8 register transposes, their edges and the element-wise rest, on
+    blocks and tails of both sides."""
+    x = bit_pattern_matrix(rng, rows, cols)
+    out = _core._raw_transpose_kernel(isa, x, cols, np.zeros((cols, rows), np.float32))
+    assert np.array_equal(out.view(np.uint32), x.T.view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_transpose_kernel_leading_dimensions(rng, isa):
+    """A block of a wider input into a wider output: the columns past cols of the
+    input are not read into it, the output's past rows are left alone."""
+    x = bit_pattern_matrix(rng, 21, 50)
+    init = np.full((43, 30), 7.0, np.float32)
+    out = _core._raw_transpose_kernel(isa, x, 43, init)
+    assert np.array_equal(out[:, :21].view(np.uint32), x[:, :43].T.view(np.uint32))
+    assert np.all(out[:, 21:] == 7.0)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rows,cols", [(64, 4096), (4096, 64), (67, 1031), (1031, 67), (5, 20000), (20000, 5)])
+def test_transpose_matrix_on_the_pool(rng, restore_threads, isa, threads, rows, cols):
+    """Bands of whole blocks over the workers along the longer side, the last band
+    short, and matrices below the parallel threshold on one thread."""
+    sparsenet.set_num_threads(threads)
+    x = bit_pattern_matrix(rng, rows, cols)
+    assert np.array_equal(_core._transpose_matrix(isa, x).view(np.uint32), x.T.view(np.uint32))
+
+
+def test_bad_transpose_arguments():
+    with pytest.raises(ShapeError, match="cols must be"):
+        _core._raw_transpose_kernel("scalar", np.ones((3, 4), np.float32), 5, np.zeros((5, 3), np.float32))
+    with pytest.raises(ShapeError, match="out_init must be"):
+        _core._raw_transpose_kernel("scalar", np.ones((3, 4), np.float32), 4, np.zeros((4, 2), np.float32))

@@ -11,6 +11,7 @@
 #include "../src/finite.h"
 #include "../src/kernels.h"
 #include "../src/sell.h"
+#include "../src/thread_pool.h"
 #include "sparsenet/sparsenet.h"
 #ifdef SPARSENET_WITH_CUDA
 #include "../src/cuda/cuda_model.h"
@@ -298,6 +299,34 @@ FloatArray raw_maxpool2x2_kernel(const std::string& isa, const FloatArray& x, in
   kernel_table(parse_isa(isa)).maxpool2x2(x.data(), static_cast<size_t>(x.shape(1)),
                                           static_cast<size_t>(n), y.mutable_data());
   return y;
+}
+
+// The transpose kernel on x[:, :cols] (x is (rows, ldi)) into a copy of
+// out_init (cols, ldo), ldo >= rows: what it leaves alone stays (tests only).
+FloatArray raw_transpose_kernel(const std::string& isa, const FloatArray& x, int64_t cols,
+                                const FloatArray& out_init) {
+  if (x.ndim() != 2 || out_init.ndim() != 2) throw ShapeError("x and out_init must be 2-D");
+  if (cols < 0 || cols > x.shape(1)) throw ShapeError("cols must be in [0, x.shape[1]]");
+  if (out_init.shape(0) != cols || out_init.shape(1) < x.shape(0))
+    throw ShapeError("out_init must be (cols, ldo) with ldo >= x.shape[0]");
+  FloatArray out(std::vector<py::ssize_t>{out_init.shape(0), out_init.shape(1)});
+  std::memcpy(out.mutable_data(), out_init.data(), sizeof(float) * static_cast<size_t>(out_init.size()));
+  kernel_table(parse_isa(isa)).transpose(x.data(), static_cast<size_t>(x.shape(1)), static_cast<size_t>(x.shape(0)),
+                                         static_cast<size_t>(cols), out.mutable_data(),
+                                         static_cast<size_t>(out_init.shape(1)));
+  return out;
+}
+
+// x.T through transpose_matrix on the current thread pool, as the model and
+// Flatten run it (tests only).
+FloatArray transpose_on_pool(const std::string& isa, const FloatArray& x) {
+  if (x.ndim() != 2) throw ShapeError("x must be 2-D");
+  const size_t rows = static_cast<size_t>(x.shape(0)), cols = static_cast<size_t>(x.shape(1));
+  FloatArray out(std::vector<py::ssize_t>{x.shape(1), x.shape(0)});
+  const std::shared_ptr<ThreadPool> pool = current_pool();
+  transpose_matrix(kernel_table(parse_isa(isa)), x.data(), rows, cols, out.mutable_data(), pool.get(),
+                   static_cast<size_t>(pool->num_threads()));
+  return out;
 }
 
 Choice parse_choice(const std::string& s) {
@@ -602,6 +631,10 @@ PYBIND11_MODULE(_core, m) {
         "Run a conv3 kernel ('avx512', 'avx2' or the 'scalar' reference) once over all rows (tests only).");
   m.def("_raw_maxpool2x2_kernel", &raw_maxpool2x2_kernel, py::arg("isa"), py::arg("x"), py::arg("n"),
         "Run the 2x2 stride-2 max pooling kernel on one output row (tests only).");
+  m.def("_raw_transpose_kernel", &raw_transpose_kernel, py::arg("isa"), py::arg("x"), py::arg("cols"),
+        py::arg("out_init"), "Run the transpose kernel on x[:, :cols] into a copy of out_init (tests only).");
+  m.def("_transpose_matrix", &transpose_on_pool, py::arg("isa"), py::arg("x"),
+        "x.T as the model's transposes compute it, split over the current thread pool (tests only).");
   m.def("_all_finite", [](const FloatArray& a) { return all_finite(a.data(), static_cast<size_t>(a.size())); },
         py::arg("array"), "Model::forward's input check on a float32 C-contiguous array (tests only).");
   m.def("last_level_cache_bytes", &last_level_cache_bytes,

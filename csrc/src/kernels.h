@@ -10,6 +10,8 @@
 
 namespace sparsenet {
 
+class ThreadPool;
+
 template <typename Index>
 struct CsrRef {
   const uint32_t* row_ptr;  // rows + 1
@@ -101,6 +103,12 @@ using WinogradInputKernel = void (*)(const float* const* rows, const size_t* col
 using WinogradOutputKernel = void (*)(const float* mm, size_t ldm, size_t m, float bias, bool relu,
                                       float* y, size_t ldy, size_t rows, size_t cols);
 
+// out[c * ldo + r] = in[r * ldi + c] for r < rows, c < cols (between the
+// model's sample-major and feature-major layouts, see transpose_matrix). A
+// copy: every ISA gives the same bits.
+using TransposeKernel = void (*)(const float* in, size_t ldi, size_t rows, size_t cols, float* out,
+                                 size_t ldo);
+
 #define SPARSENET_DECLARE_KERNELS(isa)                                                        \
   void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \
   void f32_csrmv_u32_##isa(CsrRef<uint32_t>, const float*, Epilogue, size_t, size_t, float*); \
@@ -113,7 +121,8 @@ using WinogradOutputKernel = void (*)(const float* mm, size_t ldm, size_t m, flo
   void f32_maxpool2x2_##isa(const float*, size_t, size_t, float*);                            \
   void f32_winograd_input_##isa(const float* const*, const size_t*, float*, size_t);           \
   void f32_winograd_output_##isa(const float*, size_t, size_t, float, bool, float*, size_t,     \
-                                 size_t, size_t);
+                                 size_t, size_t);                                             \
+  void f32_transpose_##isa(const float*, size_t, size_t, size_t, float*, size_t);
 
 SPARSENET_DECLARE_KERNELS(scalar)
 SPARSENET_DECLARE_KERNELS(avx2)
@@ -234,6 +243,7 @@ struct KernelTable {
   MaxPool2x2Kernel maxpool2x2;
   WinogradInputKernel winograd_input;
   WinogradOutputKernel winograd_output;
+  TransposeKernel transpose;
   // Direct convolution of 3-wide kernels: in the avx2 table the AVX-512 kernel
   // where avx512_kernels_enabled(), else the AVX2 one; none in the scalar
   // table (Conv2d uses csrmm there). conv3_joint_entries: whether conv3 is
@@ -274,6 +284,12 @@ inline ConvDenseTile conv_dense_tile(const KernelTable& t, size_t left) {
   if (t.conv_dense_wide != nullptr && left > kConvDenseCols) return {t.conv_dense_wide, kConvDenseWideCols};
   return {t.conv_dense, kConvDenseCols};
 }
+
+// out (cols x rows) = the transpose of in (rows x cols), both row-major, with
+// table.transpose: split into bands of whole blocks over the pool's workers
+// when the matrix is large (pool may be null: one thread).
+void transpose_matrix(const KernelTable& table, const float* in, size_t rows, size_t cols, float* out,
+                      ThreadPool* pool, size_t workers);
 
 // Vectors of at most this many floats (24 KiB) count as L1-resident for csrmv.
 constexpr size_t kL1VectorFloats = 6144;

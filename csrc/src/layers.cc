@@ -1627,6 +1627,30 @@ void ReLU::forward(const TensorView& in, const MutableTensorView& out,
   for (size_t i = 0; i < n; ++i) out.data[i] = in.data[i] > 0.0f ? in.data[i] : 0.0f;
 }
 
+void transpose_matrix(const KernelTable& table, const float* in, size_t rows, size_t cols, float* out,
+                      ThreadPool* pool, size_t workers) {
+  if (pool == nullptr || workers <= 1 || rows * cols < kMinParallelCopyFloats) {
+    table.transpose(in, cols, rows, cols, out, rows);
+    return;
+  }
+  // Bands along the longer side, one per worker, in steps of 16 (whole lines).
+  constexpr size_t kStep = 16;
+  const bool by_rows = rows >= cols;
+  const size_t extent = by_rows ? rows : cols;
+  const size_t steps = (extent + kStep - 1) / kStep;
+  const size_t tasks = std::min(steps, workers);
+  pool->parallel_for(tasks, [&](size_t t, size_t) {
+    const size_t lo = t * steps / tasks * kStep;
+    const size_t hi = std::min(extent, (t + 1) * steps / tasks * kStep);
+    if (by_rows)
+      table.transpose(in + lo * cols, cols, hi - lo, cols, out + lo, rows);
+    else
+      table.transpose(in + lo, cols, rows, hi - lo, out + lo * rows, rows);
+  });
+}
+
+Flatten::Flatten(std::string name) : Layer(std::move(name)), isa_(active_isa()) {}
+
 Shape Flatten::output_shape(const Shape& input) const {
   if (input.size() != 1 && input.size() != 3) {
     const std::string msg = "expects (C, H, W) or (F,) per sample, got " + shape_to_string(input);
@@ -1643,29 +1667,8 @@ void Flatten::forward(const TensorView& in, const MutableTensorView& out,
     std::memcpy(out.data, in.data, sizeof(float) * batch * features);
     return;
   }
-  // Sample-major (N, F) to feature-major (F, N), in blocks of kBlock features
-  // (their kBlock output rows stay in L1 while every sample is read), the
-  // blocks spread over the workers when there are many.
-  constexpr size_t kBlock = 32;
-  const float* __restrict src = in.data;
-  float* __restrict dst = out.data;
-  const size_t blocks = (features + kBlock - 1) / kBlock;
-  const auto transpose = [&](size_t b0, size_t b1) {
-    for (size_t b = b0; b < b1; ++b) {
-      const size_t f0 = b * kBlock, f1 = std::min(features, f0 + kBlock);
-      for (size_t n = 0; n < batch; ++n) {
-        const float* s = src + n * features;
-        for (size_t f = f0; f < f1; ++f) dst[f * batch + n] = s[f];
-      }
-    }
-  };
-  const size_t workers = ctx.num_workers;
-  if (ctx.pool == nullptr || workers <= 1 || batch * features < kMinParallelCopyFloats)
-    return transpose(0, blocks);
-  const size_t tasks = std::min(blocks, 4 * workers);
-  ctx.pool->parallel_for(tasks, [&](size_t t, size_t) {
-    transpose(t * blocks / tasks, (t + 1) * blocks / tasks);
-  });
+  // Sample-major (N, F) to feature-major (F, N).
+  transpose_matrix(kernel_table(isa_), in.data, batch, features, out.data, ctx.pool, ctx.num_workers);
 }
 
 Shape Softmax::output_shape(const Shape& input) const {

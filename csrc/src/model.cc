@@ -8,6 +8,7 @@
 #include <set>
 
 #include "finite.h"
+#include "kernels.h"
 #include "sparsenet/aligned.h"
 #include "sparsenet/errors.h"
 #include "thread_pool.h"
@@ -35,20 +36,14 @@ size_t elements(const Shape& s) {
   return n;
 }
 
-void transpose(const float* in, size_t rows, size_t cols, float* out) {
-  constexpr size_t kBlock = 32;
-  for (size_t c0 = 0; c0 < cols; c0 += kBlock)
-    for (size_t r = 0; r < rows; ++r)
-      for (size_t c = c0; c < std::min(cols, c0 + kBlock); ++c) out[c * rows + r] = in[r * cols + c];
-}
-
 }  // namespace
 
 Model::Model(std::vector<std::shared_ptr<const Layer>> layers, std::string name, Shape input_shape)
     : layers_(std::move(layers)),
       name_(std::move(name)),
       input_shape_(std::move(input_shape)),
-      workspaces_(std::make_unique<Workspaces>()) {
+      workspaces_(std::make_unique<Workspaces>()),
+      isa_(active_isa()) {
   if (layers_.empty()) throw FormatError("a model needs at least one layer");
   std::set<std::string> names;
   for (size_t i = 0; i < layers_.size(); ++i) {
@@ -249,7 +244,8 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
   const size_t nb = static_cast<size_t>(batch);
   const float* current = in;
   if (input.size() == 1 && nb > 1) {  // caller's (N, F) to feature-major (F, N)
-    transpose(in, nb, static_cast<size_t>(input[0]), buffer_a.data());
+    transpose_matrix(kernel_table(isa_), in, nb, static_cast<size_t>(input[0]), buffer_a.data(), pool.get(),
+                     workers);
     current = buffer_a.data();
   }
   size_t out_elements = nb;
@@ -295,7 +291,8 @@ void Model::forward(const float* in, int64_t batch, const Shape& input, float* o
   }
   if (current == out) return;
   if (transpose_out)
-    transpose(current, static_cast<size_t>(final_shape[0]), nb, out);
+    transpose_matrix(kernel_table(isa_), current, static_cast<size_t>(final_shape[0]), nb, out, pool.get(),
+                     workers);
   else
     std::memcpy(out, current, sizeof(float) * out_elements);
 }

@@ -71,13 +71,14 @@ const KernelTable& kernel_table(Isa isa) {
   static const KernelTable scalar{Isa::kScalar, f32_csrmv_u16_scalar, f32_csrmv_u32_scalar,
                                   f32_csrmv_u16_scalar, f32_csrmm_u16_scalar, f32_csrmm_u32_scalar,
                                   f32_conv_dense_scalar, f32_maxpool2x2_scalar,
-                                  f32_winograd_input_scalar, f32_winograd_output_scalar};
+                                  f32_winograd_input_scalar, f32_winograd_output_scalar,
+                                  f32_transpose_scalar};
   static const KernelTable avx2{Isa::kAvx2, f32_csrmv_u16_avx2, f32_csrmv_u32_avx2,
                                 avx512_kernels_enabled() ? f32_csrmv_u16_l1_avx512 : f32_csrmv_u16_l1_avx2,
                                 avx512_kernels_enabled() ? f32_csrmm_u16_avx512 : f32_csrmm_u16_avx2,
                                 avx512_kernels_enabled() ? f32_csrmm_u32_avx512 : f32_csrmm_u32_avx2,
                                 f32_conv_dense_avx2, f32_maxpool2x2_avx2,
-                                f32_winograd_input_avx2, f32_winograd_output_avx2,
+                                f32_winograd_input_avx2, f32_winograd_output_avx2, f32_transpose_avx2,
                                 avx512_kernels_enabled() ? f32_conv3_avx512 : f32_conv3_avx2,
                                 avx512_kernels_enabled(), avx512_kernels_enabled(), avx512_kernels_enabled(),
                                 avx512_kernels_enabled() ? f32_sellmv_avx512 : nullptr,

@@ -462,11 +462,15 @@ class ReLU : public Layer {
 // {C, H, W} -> {C*H*W} in C, H, W order (PyTorch's flatten); {F} passes through.
 class Flatten : public Layer {
  public:
-  using Layer::Layer;
+  explicit Flatten(std::string name);
   const char* kind() const override { return "flatten"; }
+  Isa isa() const { return isa_; }  // of the transpose kernel
   Shape output_shape(const Shape& input) const override;
   void forward(const TensorView& in, const MutableTensorView& out,
                const ForwardContext& ctx) const override;
+
+ private:
+  Isa isa_;
 };
 
 // Softmax over the features of each sample; input {F}.

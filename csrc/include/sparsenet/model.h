@@ -70,6 +70,7 @@ class Model {
   std::string name_;
   Shape input_shape_;
   std::unique_ptr<Workspaces> workspaces_;
+  Isa isa_;  // of the transposes between the caller's (N, F) and feature-major (F, N)
 };
 
 }  // namespace sparsenet
