@@ -53,6 +53,18 @@ def test_demo_command(capsys):
     assert values[0] == values[1] >= 98.0
 
 
+def test_bench_names_a_forced_blas_core(monkeypatch, capsys):
+    """Where the environment forces OpenBLAS's kernels (some hosts set
+    OPENBLAS_CORETYPE), the bench says so: its dense column may be slower
+    than this CPU allows."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert main(["bench", data_path(DEMO_MODEL), "--batch", "1", "--min-time", "0.01", "--max-runs", "2"]) == 0
+    assert "note: OPENBLAS_CORETYPE=Haswell chooses the dense backend's BLAS kernels" in capsys.readouterr().out
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert main(["bench", data_path(DEMO_MODEL), "--batch", "1", "--min-time", "0.01", "--max-runs", "2"]) == 0
+    assert "OPENBLAS_CORETYPE" not in capsys.readouterr().out
+
+
 def test_demo_on_bad_data_dir_fails_cleanly(tmp_path, capsys):
     assert main(["demo", "--data", str(tmp_path)]) == 2
     assert "t10k-images-idx3-ubyte" in capsys.readouterr().err

@@ -625,6 +625,7 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["kernels"]["conv3"] == (["f32_conv3_avx512"] if avx512 else ["f32_conv3_avx2"] if isa == "avx2" else [])
     assert info["kernels"]["sellmv"] == (["f32_sellmv_avx512"] if avx512 and sparsenet._core._sellmv_win() else [])
     assert info["kernels"]["conv_dense"] == [f"f32_conv_dense_{isa}"] + (["f32_conv_dense_avx512"] if avx512 else [])
+    assert info["kernels"]["transpose"] == [f"f32_transpose_{isa}"]
     assert "direct convolution" in info["kernels"]["conv2d"]
 
 
@@ -711,7 +712,7 @@ def test_avx2_conv3_kernel_in_whole_layers(rng, tmp_path):
 def test_kernel_info_by_default(no_isa_env):
     info = sparsenet.kernel_info()
     assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "avx512_kernels", "kernels", "last_level_cache_bytes",
-                         "blas", "num_threads"}
+                         "blas", "blas_core_forced", "num_threads"}
     assert isinstance(info["last_level_cache_bytes"], int) and info["last_level_cache_bytes"] >= 0
     assert sparsenet._core._csrmv_stream_bytes() == info["last_level_cache_bytes"] // 2
     assert info["forced_by"] is None
@@ -740,6 +741,15 @@ def test_imports_where_openblas_sits_in_another_site_packages(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 10)"
+
+
+def test_kernel_info_names_a_forced_blas_core(monkeypatch):
+    """OPENBLAS_CORETYPE (set on some hosts) is reported: it may hold the dense
+    baseline to narrower kernels than the CPU has."""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert sparsenet.kernel_info()["blas_core_forced"] == "Haswell"
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert sparsenet.kernel_info()["blas_core_forced"] is None
 
 
 def test_empty_isa_variable_means_unset(monkeypatch):

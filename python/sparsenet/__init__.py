@@ -65,6 +65,8 @@ def kernel_info() -> dict:
             # dense direct convolution's and Winograd's register tiles: 6 channels x 16 columns, and
             # x 32 where more than 16 are left
             "conv_dense": [f"f32_conv_dense_{isa}"] + (["f32_conv_dense_avx512"] if avx512 else []),
+            # between the caller's (N, F) and the layers' feature-major (F, N)
+            "transpose": [f"f32_transpose_{isa}"],
             "conv2d": "sparse: direct convolution on csrmm, or conv3 for 3-wide kernels (stride 1), "
                       "im2col + csrmm (other strides); dense: im2col + sgemm; auto also: dense direct, "
                       "dense Winograd (stride 1, 3x3 / 5x5)",
@@ -74,6 +76,9 @@ def kernel_info() -> dict:
         # batch-1 layers whose nonzeros outgrow half of it prefetch them from memory
         "last_level_cache_bytes": _core.last_level_cache_bytes(),
         "blas": _core.blas_info() + "; single-threaded calls from sparsenet's pool",
+        # OPENBLAS_CORETYPE, when set, picks OpenBLAS's kernels (read when the library loads) instead of
+        # the CPU's own: the dense backend may then run narrower ones (Haswell's on an AVX-512 CPU)
+        "blas_core_forced": os.environ.get("OPENBLAS_CORETYPE") or None,
         "num_threads": _core.get_num_threads(),
     }
 

@@ -151,7 +151,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         set_num_threads(args.threads)
     info = kernel_info()
-    print(f"sparsenet bench: {info['isa']} kernels, {get_num_threads()} threads, BLAS {info['blas']}\n")
+    print(f"sparsenet bench: {info['isa']} kernels, {get_num_threads()} threads, BLAS {info['blas']}")
+    if info["blas_core_forced"]:
+        print(f"note: OPENBLAS_CORETYPE={info['blas_core_forced']} chooses the dense backend's BLAS kernels, "
+              "which may be narrower than this CPU's; unset it for the dense baseline at full speed")
+    print()
     sources = BUILTIN_DEFAULT if args.source in (None, "builtin") else (args.source,)
     lines = []
     for source in sources:
