@@ -1,6 +1,7 @@
 // The kernel registry: every CSR microkernel (per index width), the dense direct
-// convolution tile and the 2x2 max pool, per ISA. Layers pick a KernelTable once
-// at construction; tests and benchmarks reach each entry by ISA through kernel_table().
+// convolution tile, Winograd's transforms, the 2x2 max pool and the transpose,
+// per ISA. Layers pick a KernelTable once at construction; tests and benchmarks
+// reach each entry by ISA through kernel_table().
 #pragma once
 
 #include <cstddef>
