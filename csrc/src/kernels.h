@@ -109,6 +109,12 @@ using WinogradOutputKernel = void (*)(const float* mm, size_t ldm, size_t m, flo
 // copy: every ISA gives the same bits.
 using TransposeKernel = void (*)(const float* in, size_t ldi, size_t rows, size_t cols, float* out,
                                  size_t ldo);
+// Both kernels go in blocks of kTransposeBlockRows input rows by
+// transpose_block_cols(ldo) input columns, the output rows written at once:
+// 8 where they lie 4 KiB or more apart (one L1 set, 12 ways on Zen 5), else
+// 32 (measurements in f32_transpose_avx2.cc).
+constexpr size_t kTransposeBlockRows = 128;
+inline size_t transpose_block_cols(size_t ldo) { return ldo >= 1024 ? 8 : 32; }
 
 #define SPARSENET_DECLARE_KERNELS(isa)                                                        \
   void f32_csrmv_u16_##isa(CsrRef<uint16_t>, const float*, Epilogue, size_t, size_t, float*); \

@@ -1,16 +1,17 @@
-// Matrix transpose, AVX2: 8 x 8 register transposes (unpack, shuffle, then
-// swap 128-bit halves), the edges element by element, in blocks of 128 input
-// rows by kColumns(ldo) input columns. Within a block each output row is
-// written 128 floats in a row, and the block's input lines are used up by
-// neighbouring 8 x 8 steps (or stay in L1 for the next block when the input's
-// rows are short). The block width is the number of output rows written at
-// once: output rows a multiple of 4 KiB apart fall in one L1 set (12 ways on
-// Zen 5), so those get 8 at a time; others 32. Measured on Zen 5 in a C++
-// probe, against 16 x 16 blocks: 4096 x 64 floats 0.04 against 0.17 ms,
-// 9216 x 64 0.07-0.09 against 0.38, 4096 x 1024 2.5 against 3.6-4.5; 64 x
-// 4096 0.04-0.05 against 0.04-0.06, 256 x 4096 0.16-0.19 against 0.21. The
-// element-by-element loop this replaced, which wrote one float to each of 32
-// output rows per input row, took 1.64 ms on 4096 x 64.
+// Matrix transpose, AVX2: 8 x 8 register transposes (unpack, shuffle, then swap
+// 128-bit halves), the edges element by element, in blocks of 128 input rows by
+// 8 or 32 input columns (kTransposeBlockRows, transpose_block_cols in
+// kernels.h). Within a block each output row is written 128 floats in a row,
+// and the block's input lines are used up by neighbouring 8 x 8 steps (or stay
+// in L1 for the next block when the input's rows are short). The block width is
+// the number of output rows written at once: output rows a multiple of 4 KiB
+// apart fall in one L1 set (12 ways on Zen 5), so those get 8 at a time; others
+// 32. Measured on Zen 5 in a C++ probe, against 16 x 16 blocks: 4096 x 64
+// floats 0.04 against 0.17 ms, 9216 x 64 0.07-0.09 against 0.38, 4096 x 1024
+// 2.5 against 3.6-4.5; 64 x 4096 0.04-0.05 against 0.04-0.06, 256 x 4096
+// 0.16-0.19 against 0.21. The element-by-element loop this replaced, which
+// wrote one float to each of 32 output rows per input row, took 1.64 ms on 4096
+// x 64.
 // Built with -mavx2 -mfma only.
 #include <immintrin.h>
 
@@ -21,8 +22,7 @@
 namespace sparsenet {
 namespace {
 
-constexpr size_t kBlockRows = 128;
-constexpr size_t kWideRows = 1024;  // output rows of 4 KiB or more: 8 at a time
+static_assert(kTransposeBlockRows % 8 == 0, "blocks of whole 8 x 8 register transposes");
 
 // out[c * ldo + r] = in[r * ldi + c] for r, c < 8.
 inline void transpose8x8(const float* in, size_t ldi, float* out, size_t ldo) {
@@ -53,9 +53,9 @@ inline void transpose8x8(const float* in, size_t ldi, float* out, size_t ldo) {
 }  // namespace
 
 void f32_transpose_avx2(const float* in, size_t ldi, size_t rows, size_t cols, float* out, size_t ldo) {
-  const size_t block_cols = ldo >= kWideRows ? 8 : 32;
-  for (size_t r0 = 0; r0 < rows; r0 += kBlockRows) {
-    const size_t r1 = std::min(rows, r0 + kBlockRows);
+  const size_t block_cols = transpose_block_cols(ldo);
+  for (size_t r0 = 0; r0 < rows; r0 += kTransposeBlockRows) {
+    const size_t r1 = std::min(rows, r0 + kTransposeBlockRows);
     for (size_t c0 = 0; c0 < cols; c0 += block_cols) {
       const size_t c1 = std::min(cols, c0 + block_cols);
       size_t r = r0;
