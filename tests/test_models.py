@@ -627,18 +627,20 @@ def test_kernel_info_when_forced(monkeypatch, isa):
     assert info["kernels"]["conv_dense"] == [f"f32_conv_dense_{isa}"] + (["f32_conv_dense_avx512"] if avx512 else [])
     assert info["kernels"]["transpose"] == [f"f32_transpose_{isa}"]
     assert "direct convolution" in info["kernels"]["conv2d"]
+    assert info["avx512_full_width"] is bool(avx512 and sparsenet._core._cpu_full_width_avx512())
 
 
 def test_avx512_kernels_can_be_switched_off():
     """SPARSENET_AVX512=0 (read once per process) runs the avx2 table's AVX2
     kernels alone, as on a CPU without AVX-512."""
     code = ("import sparsenet; i = sparsenet.kernel_info(); "
-            "print(i['avx512_kernels'], i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1], "
+            "print(i['avx512_kernels'], i['avx512_full_width'], sparsenet._core._cpu_full_width_avx512(), "
+            "i['kernels']['conv3'], i['kernels']['csrmv_x_loads'][:1], "
             "i['kernels']['sellmv'], i['kernels']['conv_dense'], i['kernels']['csrmm'])")
     env = {**os.environ, "SPARSENET_AVX512": "0", "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("SPARSENET_ISA", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split("[")[0].strip() == "False"
+    assert out.split("[")[0].split() == ["False", "False", "False"]
     assert "f32_conv3_avx512" not in out and "f32_csrmv_u16_l1_avx512" not in out and "sellmv" not in out
     assert "f32_conv_dense_avx512" not in out and "f32_csrmm_u16_avx512" not in out
     assert ("f32_conv3_avx2" in out) == sparsenet._core.cpu_has_avx2_fma()
@@ -711,8 +713,8 @@ def test_avx2_conv3_kernel_in_whole_layers(rng, tmp_path):
 
 def test_kernel_info_by_default(no_isa_env):
     info = sparsenet.kernel_info()
-    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "avx512_kernels", "kernels", "last_level_cache_bytes",
-                         "blas", "blas_core_forced", "num_threads"}
+    assert set(info) == {"isa", "forced_by", "cpu_avx2_fma", "avx512_kernels", "avx512_full_width", "kernels",
+                         "last_level_cache_bytes", "blas", "blas_core_forced", "num_threads"}
     assert isinstance(info["last_level_cache_bytes"], int) and info["last_level_cache_bytes"] >= 0
     assert sparsenet._core._csrmv_stream_bytes() == info["last_level_cache_bytes"] // 2
     assert info["forced_by"] is None

@@ -653,6 +653,9 @@ PYBIND11_MODULE(_core, m) {
         "Whether batch-1 layers may use the sliced-window kernel on this CPU (it beat csrmv here).");
   m.def("_csrmv_l1_loads_win", &csrmv_l1_loads_win,
         "Whether batch-1 layers with an L1-resident input use csrmv_u16_l1 on this CPU.");
+  m.def("_cpu_full_width_avx512", &cpu_full_width_avx512,
+        "Whether 512-bit FMAs run at the 256-bit rate here (measured once; false without the AVX-512 "
+        "kernels): 3-wide direct convolution then computes 128 positions per call on every map.");
 
 #ifdef SPARSENET_WITH_CUDA
   m.def("cuda_built", [] { return true; });

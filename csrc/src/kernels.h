@@ -153,6 +153,14 @@ bool cpu_has_avx512vl();
 // the environment says SPARSENET_AVX512=0 (read once per process) to run the
 // AVX2 kernels alone, as on a CPU without AVX-512.
 bool avx512_kernels_enabled();
+// Seconds for `iterations` rounds of 12 independent FMAs on registers, of 16
+// lanes or 8 (f32_fma_rate_avx512.cc; AVX-512F CPUs only).
+double f32_fma_seconds_avx512(size_t lanes, long iterations);
+// Whether this CPU's 512-bit FMAs run at the rate of its 256-bit ones (two
+// full-width FMA pipes, as Zen 5 has, where Zen 4 splits each in two halves):
+// measured once per process where avx512_kernels_enabled() (about 0.2 ms),
+// else false.
+bool cpu_full_width_avx512();
 
 // Direct convolution of 3-wide kernels with aligned loads (f32_conv3_avx512.cc,
 // f32_conv3_avx2.cc). A row's nonzeros come as entries, each one kernel row

@@ -939,6 +939,16 @@ constexpr double kJointMinShare = 1.15;  // see direct_plan
 // 1.06x / 0.96x; conv5_x (14x14 in rows of 16, where the panels shrink 1.65x)
 // 0.97-1.03x / 0.83-0.98x, conv3_x (rows of 56-64) and conv2_x 0.93-0.99x, so
 // those keep one tile per call. Not measured on rows of 24.
+// Where 512-bit FMAs run at full rate (cpu_full_width_avx512(): Zen 5), every
+// map takes two tiles per call. There a one-column entry's loop is bound by
+// loads, not FMAs (bench/probes/conv3_loop.cc: 57-59 % of the FMA peak at 64
+// positions per broadcast, 65-67 % at 128, 75-78 % where two columns share
+// each load), and a row's fixed cost counts twice as much against FMAs twice
+// as fast. Zen 5, VGG-16 at Han's densities, both plans in alternating
+// processes (bench/ab.py, three runs at one thread, one at two): conv1_2
+// 1.03-1.07x, conv2_1 0.98-1.04x, conv2_2 1.01-1.03x, conv3_2 1.05-1.09x,
+// conv3_3 1.04-1.08x, conv3_2 at 10 % 1.07x; conv5_x (rows of 16)
+// 1.05-1.12x at one thread and 1.07-1.08x at two.
 constexpr int64_t kConv3DoubleTileRows[2] = {16, 32};
 // Every tile streams the nonzeros of all output channels it computes; in
 // groups of output channels whose nonzeros take about this many bytes, a
@@ -964,10 +974,10 @@ std::shared_ptr<const Conv2d::DirectPlan> Conv2d::direct_plan(int64_t height, in
   // Positions per kernel call, and the input floats one call reads per
   // channel: kernel_h runs of tile + kernel_w - 1 (+ 16: a run rarely starts
   // on a cache line), or one span when the call wraps a padded row.
-  plan->tile = plan->conv3 && kernel_table(isa()).conv3_double_tiles && row > kConv3DoubleTileRows[0] &&
-                       row <= kConv3DoubleTileRows[1]
-                   ? 2 * kDirectTile
-                   : kDirectTile;
+  const bool double_tiles = kernel_table(isa()).conv3_double_tiles &&
+                            (cpu_full_width_avx512() ||
+                             (row > kConv3DoubleTileRows[0] && row <= kConv3DoubleTileRows[1]));
+  plan->tile = plan->conv3 && double_tiles ? 2 * kDirectTile : kDirectTile;
   const int64_t tile = static_cast<int64_t>(plan->tile);
   const int64_t span = std::min((kernel_h_ - 1) * row + tile + kernel_w_ - 1,
                                 kernel_h_ * (tile + kernel_w_ - 1 + 16));

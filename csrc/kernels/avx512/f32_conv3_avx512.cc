@@ -30,8 +30,10 @@
 // Where a call spans more than one tile, two are computed at once: 128
 // positions in 24 zmm accumulators, each entry's weights broadcast once for
 // both, the row's fixed cost paid once. Conv2d hands it such calls on the
-// 28-wide maps only (layers.cc, kConv3DoubleTileRows): C++ probe 1.02-1.10x on
-// conv4_2 at 5-27 %, in whole layers 1.02-1.06x; 0.97x on conv3_2 (rows of 64).
+// 28-wide maps (layers.cc, kConv3DoubleTileRows): Zen 4, C++ probe 1.02-1.10x
+// on conv4_2 at 5-27 %, in whole layers 1.02-1.06x; 0.97x on conv3_2 (rows of
+// 64). On every map where 512-bit FMAs run at full rate (Zen 5), whose
+// one-column entries are bound by loads: 1.03-1.12x per layer there.
 // Built with -mavx2 -mfma -mavx512f -mavx512vl only.
 #include <immintrin.h>
 
