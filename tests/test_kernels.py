@@ -108,7 +108,7 @@ CSRMM_VARIANTS = [pytest.param("avx2", marks=needs_avx2), pytest.param("avx512",
 
 @pytest.mark.parametrize("variant", CSRMM_VARIANTS)
 @pytest.mark.parametrize("index_bits", INDEX_BITS)
-@pytest.mark.parametrize("n", [1, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 127, 128, 129, 200, 259])
+@pytest.mark.parametrize("n", [1, 2, 4, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 100, 127, 128, 129, 200, 259])
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_csrmm_variants_match_numpy(rng, variant, index_bits, n, prefetch):
     """Every tile width and tail, row and column ranges, a column window
