@@ -153,9 +153,10 @@ bool cpu_has_avx512vl();
 // the environment says SPARSENET_AVX512=0 (read once per process) to run the
 // AVX2 kernels alone, as on a CPU without AVX-512.
 bool avx512_kernels_enabled();
-// Seconds for `iterations` rounds of 12 independent FMAs on registers, of 16
-// lanes or 8 (f32_fma_rate_avx512.cc; AVX-512F CPUs only).
-double f32_fma_seconds_avx512(size_t lanes, long iterations);
+// `iterations` rounds of 12 independent FMAs on registers, of 16 lanes or 8,
+// for the caller to time (f32_fma_rate_avx512.cc; AVX-512F CPUs only);
+// returns one lane of the result.
+float f32_fma_chains_avx512(size_t lanes, long iterations);
 // Whether this CPU's 512-bit FMAs run at the rate of its 256-bit ones (two
 // full-width FMA pipes, as Zen 5 has, where Zen 4 splits each in two halves):
 // measured once per process where avx512_kernels_enabled() (about 0.2 ms),
